@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-if not os.environ.get("CUDA_VISIBLE_DEVICES_FOR_TRITON"):
+import torch
+
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,6 +24,8 @@ from collections import Counter, defaultdict
 import regex
 import tiktoken
 
+from nanotrain.errors import TokenizerError
+
 # GPT-2's pre-tokenisation: split text into "words" (letters, numbers, punctuation runs, whitespace) that BPE never
 # merges across. Same pattern as tiktoken's r50k_base.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -120,7 +122,7 @@ class Tokenizer:
         try:
             base = tiktoken.get_encoding("r50k_base")
         except Exception as e:  # network error, missing cache, ...
-            raise RuntimeError(
+            raise TokenizerError(
                 "cannot load GPT-2's BPE (tiktoken 'r50k_base') offline: point TIKTOKEN_CACHE_DIR at a folder that "
                 "holds tiktoken's cached vocabulary (for example ../shared/tiktoken), or run once with internet "
                 f"access so tiktoken can download it ({type(e).__name__}: {e})") from None

@@ -1,0 +1,99 @@
+"""Reading records and serving pretraining batches.
+
+- ``read_jsonl``: JSONL (optionally .gz), one record per line; a malformed line raises ``DataError`` naming the file
+  and the line number.
+- ``read_texts``: documents from plain .txt (one document per file) or JSONL(.gz) with a "text" field.
+- ``TokenBin``: the uint16 token stream written by data/prepare_pretrain.py, served as random windows. The windows of
+  optimizer step ``s`` are a pure function of (seed, s), and each DDP rank takes its own slice of the same global
+  batch: one process and N processes with the same global batch see the same sequences, and a resumed run sees the
+  data the uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanotrain.errors import DataError
+
+
+def open_text(path):
+    path = Path(path)
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def read_jsonl(path, required: tuple[str, ...] = ()):
+    """Yield (line_number, record) for each non-blank line; DataError on bad JSON or a missing required field."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open_text(path) as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(rec, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                missing = [k for k in required if k not in rec]
+                if missing:
+                    raise DataError(f"{path}:{lineno}: record lacks field(s) {missing}")
+                yield lineno, rec
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{lineno + 1}: invalid UTF-8 ({e.reason})") from None
+        except (EOFError, gzip.BadGzipFile, OSError) as e:
+            raise DataError(f"{path}:{lineno + 1}: unreadable compressed data ({e})") from None
+
+
+def read_texts(path):
+    """Yield documents: a .txt file is one document; .jsonl(.gz) yields each record's "text"."""
+    path = Path(path)
+    name = path.name.removesuffix(".gz")
+    if name.endswith((".jsonl", ".json")):
+        for _, rec in read_jsonl(path, required=("text",)):
+            yield rec["text"]
+    else:
+        with open_text(path) as f:
+            yield f.read()
+
+
+class TokenBin:
+    """Random (input, target) windows of ``block_size`` tokens from a flat uint16 token file."""
+
+    def __init__(self, path, block_size: int, batch_size: int, device, seed: int = 0, rank: int = 0,
+                 world: int = 1, grad_accum: int = 1):
+        path = Path(path)
+        if not path.exists() or path.stat().st_size == 0:
+            raise FileNotFoundError(f"{path} is missing or empty: run data/prepare_pretrain.py first")
+        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(self.tokens) <= block_size + 1:
+            raise DataError(f"{path} holds {len(self.tokens)} tokens, fewer than one block of {block_size}")
+        self.block_size, self.batch_size, self.device = block_size, batch_size, device
+        self.seed, self.rank, self.world, self.grad_accum = seed, rank, world, grad_accum
+
+    def _windows(self, starts) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.block_size
+        x = np.stack([self.tokens[s:s + T] for s in starts]).astype(np.int64)
+        y = np.stack([self.tokens[s + 1:s + 1 + T] for s in starts]).astype(np.int64)
+        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+
+    def batch(self, step: int, micro: int = 0):
+        """This rank's ``micro``-th micro-batch of optimizer step ``step``."""
+        g = np.random.default_rng([self.seed, step])
+        per_rank = self.batch_size * self.grad_accum
+        starts = g.integers(0, len(self.tokens) - self.block_size - 1, size=per_rank * self.world)
+        first = self.rank * per_rank + micro * self.batch_size
+        return self._windows(starts[first:first + self.batch_size])
+
+    def eval_batches(self, n: int):
+        """``n`` fixed batches (the same at every evaluation, so val losses are comparable)."""
+        g = np.random.default_rng([self.seed, 10 ** 9])
+        for _ in range(n):
+            yield self._windows(g.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size))

@@ -1,0 +1,115 @@
+"""Where a stage runs: device, precision, seeding, and PyTorch DDP when launched by torchrun.
+
+    rt = setup_runtime(device="auto", dtype="auto", seed=0)
+    with rt.autocast():
+        loss = model(x, y)[1]
+
+``device="auto"`` picks cuda, then mps, then cpu. ``dtype="auto"`` picks bf16 autocast on CUDA GPUs and on CPUs
+with native bf16 instructions (AVX512-BF16 / AMX: matmuls ~4x faster than fp32 there), else fp32. Under torchrun
+(the RANK variable is set) the process group is NCCL on GPUs and gloo on CPUs; nothing home-made in between.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype; None = plain fp32
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def all_reduce_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Average a tensor over ranks (identity on one process)."""
+        if self.ddp:
+            x = x.clone()
+            dist.all_reduce(x, op=dist.ReduceOp.SUM)
+            x /= self.world
+        return x
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX); without them bf16 autocast is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0) -> Runtime:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "cuda" and world > 1:
+        device = f"cuda:{local_rank}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cpu":  # share the cores between the processes instead of oversubscribing them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    if dtype == "auto":
+        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_has_bf16())
+        amp = torch.bfloat16 if bf16 else None
+    elif dtype not in DTYPES:
+        raise ValueError(f"--dtype must be auto or one of {sorted(DTYPES)}, not {dtype!r}")
+    else:
+        amp = None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
+    torch.manual_seed(seed)  # the same on every rank: DDP starts every replica from identical weights
+    return Runtime(dev, amp, rank, world, local_rank)
+
+
+def teardown(rt: Runtime) -> None:
+    if rt.ddp and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype | None, n: int = 1024, seconds: float = 0.5):
+    """FLOP/s of a square matmul in ``dtype`` on this device, measured now: the denominator of MFU.
+
+    On a CPU, published peaks say little (turbo, cores shared with other work), so the peak is what this machine
+    does at this moment on the operation that dominates training.
+    """
+    dtype = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    iters, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        iters += 1
+    sync()
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0)

@@ -1,0 +1,188 @@
+"""The training loop every gradient-based stage shares (pretrain, SFT, reward model, DPO, KTO).
+
+A stage supplies only what is its own: how to draw a batch (``get_batch(step, micro)``, a pure function of the step so
+a resumed run sees the same data), how to turn a batch into a loss (``loss_fn``), how to evaluate, and what goes into
+its checkpoint. Everything else lives here once:
+
+- AdamW with weight decay on matrices only (no decay on norms, biases and embeddings), linear warmup then cosine
+  decay to ``min_lr_ratio * lr``;
+- gradient accumulation (DDP syncs only on the last micro-batch) and clipping of the global gradient norm;
+- a NaN guard: a non-finite loss stops the run *before* the optimizer step, so the last checkpoint stays good;
+- ``metrics.jsonl`` (one JSON object per logging or evaluation step) and a tqdm bar with loss, tokens/s and MFU;
+- atomic checkpoints every ``save_every`` steps and at the end, plus ``resume.pt`` (weights, optimizer, step) for
+  ``--resume``, which reproduces the uninterrupted run exactly on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from nanotrain.checkpoint import atomic_save, unwrap
+from nanotrain.cli import flag
+from nanotrain.errors import NonFiniteLoss
+from nanotrain.runtime import Runtime, measure_matmul_peak
+
+
+@dataclass
+class TrainConfig:
+    """Flags shared by every training script; each script subclasses this and changes defaults or adds its own."""
+    out: str = flag("out/stage", "output folder: ckpt.pt, resume.pt, metrics.jsonl")
+    device: str = flag("auto", "auto | cpu | cuda | mps")
+    dtype: str = flag("auto", "auto (bf16 autocast where fast) | float32 | bfloat16 | float16")
+    steps: int = flag(1000, "optimizer steps")
+    batch_size: int = flag(16, "sequences per micro-batch per process")
+    grad_accum: int = flag(1, "micro-batches per optimizer step")
+    lr: float = flag(1e-3, "peak learning rate")
+    min_lr_ratio: float = flag(0.1, "final learning rate as a fraction of --lr (cosine decay)")
+    warmup: int = flag(50, "linear warmup steps")
+    weight_decay: float = flag(0.1, "AdamW weight decay on weight matrices")
+    grad_clip: float = flag(1.0, "clip the global gradient norm to this (0: off)")
+    eval_every: int = flag(100, "evaluate every this many steps (and at the end)")
+    log_every: int = flag(10, "append to metrics.jsonl every this many steps")
+    save_every: int = flag(200, "write ckpt.pt and resume.pt every this many steps (and at the end)")
+    seed: int = flag(0, "random seed (weights and data order)")
+    compile: bool = flag(False, "torch.compile the model")
+    resume: bool = flag(False, "continue from OUT/resume.pt if it exists")
+
+
+def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str = "cpu"):
+    """AdamW (Loshchilov & Hutter 2019). Decay shrinks weights toward zero; that regularises matrices but would only
+    distort the scale of LayerNorm gains, biases, and embedding rows, so those are left out."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "wte" not in name and "wpe" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay from lr to min_lr_ratio * lr at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``. On resume, lines past the resumed step (written after
+    the last checkpoint by the run that was killed) are dropped, so the file reads like one uninterrupted run."""
+
+    def __init__(self, path, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+        self.path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, checkpoint_fn, eval_fn=None,
+               tokens_per_micro: int | None = None, flops_per_token: float | None = None) -> dict:
+    """Run ``cfg.steps`` optimizer steps of ``loss_fn(model, get_batch(step, micro))``; returns the final metrics.
+
+    get_batch(step, micro) -> batch          the micro-th micro-batch of this process at optimizer step ``step``
+    loss_fn(model, batch) -> (loss, dict)     a scalar to minimise and floats to log
+    eval_fn(model) -> dict                    held-out figures (model is the plain module, in eval mode)
+    checkpoint_fn(model, step, metrics) -> dict   the stage's checkpoint (see checkpoint.make_checkpoint)
+    """
+    out = Path(cfg.out)
+    raw = model
+    opt = make_optimizer(raw, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
+    start = 0
+    resume_path = out / "resume.pt"
+    if cfg.resume and resume_path.exists():
+        state = torch.load(resume_path, map_location=rt.device, weights_only=True)
+        raw.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+        if rt.master:
+            print(f"resuming from {resume_path} at step {start}")
+    elif cfg.resume and rt.master:
+        print(f"--resume: no {resume_path} yet, starting from the beginning")
+    if rt.ddp:
+        model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    log = MetricsLog(out / "metrics.jsonl", resume_step=start if start else None, enabled=rt.master)
+    peak = measure_matmul_peak(rt.device, rt.dtype) if (flops_per_token and rt.master) else None
+    metrics: dict = {}
+    t_start, tokens_seen, t_last, tok_last = time.perf_counter(), 0, time.perf_counter(), 0
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not rt.master, dynamic_ncols=True,
+               desc=out.name)
+    model.train()
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss_sum, info_sum = 0.0, {}
+        for micro in range(cfg.grad_accum):
+            batch = get_batch(step, micro)
+            sync = model.no_sync() if rt.ddp and micro < cfg.grad_accum - 1 else nullcontext()
+            with sync:
+                with rt.autocast():
+                    loss, info = loss_fn(model, batch)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in info.items():
+                info_sum[k] = info_sum.get(k, 0.0) + float(v) / cfg.grad_accum
+        train_loss = float(rt.all_reduce_mean(loss_sum / cfg.grad_accum))
+        if not math.isfinite(train_loss):
+            # Stop before the optimizer step: the weights on disk are the last good ones.
+            raise NonFiniteLoss(f"loss became {train_loss} at step {step + 1}; stopped without updating the weights."
+                                f" The last good checkpoint is {out / 'ckpt.pt'} (use --resume, a lower --lr, or "
+                                f"--dtype float32)")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf")))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if tokens_per_micro:
+            tokens_seen += tokens_per_micro * cfg.grad_accum * rt.world
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            rec = {"step": done, "loss": train_loss, "lr": lr, "grad_norm": grad_norm, **info_sum}
+            if tokens_per_micro:
+                rec["tok_per_s"] = (tokens_seen - tok_last) / (now - t_last)
+                if peak:
+                    rec["mfu"] = flops_per_token * rec["tok_per_s"] / (peak * rt.world)
+            t_last, tok_last = now, tokens_seen
+            log.write(rec)
+            bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "tok_per_s", "mfu") if k in rec})
+            metrics.update(train_loss=train_loss, **{k: rec[k] for k in ("tok_per_s", "mfu") if k in rec})
+        if eval_fn is not None and rt.master and (done % cfg.eval_every == 0 or done == cfg.steps):
+            raw.eval()
+            with torch.no_grad(), rt.autocast():
+                ev = eval_fn(raw)
+            raw.train()
+            log.write({"step": done, **ev})
+            metrics.update(ev)
+            bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+        if rt.master and (done % cfg.save_every == 0 or done == cfg.steps):
+            elapsed = time.perf_counter() - t_start
+            metrics.update(step=done, time_s=elapsed, tokens=tokens_seen)
+            if tokens_seen:
+                metrics["tokens_per_s_avg"] = tokens_seen / elapsed
+            atomic_save({"step": done, "model": unwrap(raw).state_dict(), "optimizer": opt.state_dict()},
+                        resume_path)
+            atomic_save(checkpoint_fn(unwrap(raw), done, dict(metrics)), out / "ckpt.pt")
+    bar.close()
+    return metrics

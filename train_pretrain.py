@@ -1,0 +1,115 @@
+"""Stage 1: pretrain a GPT on a token stream (next-token prediction).
+
+    python data/tinyworld.py && python data/prepare_pretrain.py     # the built-in world, tokenized
+    python train_pretrain.py                                        # ~4 minutes on a 2-core CPU -> out/pretrain/ckpt.pt
+    python sample.py --prompt "Lena lives in"
+
+    torchrun --nproc_per_node=8 train_pretrain.py --preset gpt2 --data data/fineweb --batch-size 32 --grad-accum 2
+
+Skeleton shared by every stage script: setup -> data -> model -> loop -> save. Only the data and the loss are this
+stage's own: random windows of the corpus, cross-entropy on every next token.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nanotrain.checkpoint import check_tokenizer, load_checkpoint, make_checkpoint
+from nanotrain.cli import config_dict, flag, parse_config
+from nanotrain.data import TokenBin
+from nanotrain.errors import CheckpointError, run_script
+from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
+from nanotrain.runtime import setup_runtime, teardown
+from nanotrain.tokenizer import Tokenizer
+from nanotrain.trainer import TrainConfig, train_loop
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    init: str = flag("scratch", "scratch | a nanotrain checkpoint to continue | hf:PATH (a Hugging Face GPT-2 "
+                                "pytorch_model.bin, needs GPT-2-tokenized data)")
+    data: str = flag("data/tinyworld/tokens", "folder with train.bin, val.bin, meta.json (data/prepare_pretrain.py)")
+    out: str = flag("out/pretrain", "output folder")
+    preset: str = flag("tiny", f"model size when starting from scratch: {' | '.join(PRESETS)}")
+    block_size: int = flag(0, "context length (0: the preset's)")
+    attn: str = flag("auto", "attention path: auto | explicit | sdpa | triton")
+    dropout: float = flag(0.0, "dropout (from scratch only)")
+    steps: int = flag(700, "optimizer steps")
+    batch_size: int = flag(16, "sequences per micro-batch per process")
+    lr: float = flag(2e-3, "peak learning rate")
+    warmup: int = flag(50, "linear warmup steps")
+    eval_every: int = flag(100, "evaluate every this many steps")
+    eval_batches: int = flag(16, "validation batches per evaluation")
+    save_every: int = flag(100, "checkpoint every this many steps")
+
+
+def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
+    if cfg.init == "scratch":
+        if cfg.preset not in PRESETS:
+            raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
+        arch = dict(PRESETS[cfg.preset])
+        if cfg.block_size:
+            arch["block_size"] = cfg.block_size
+        return GPT(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab), dropout=cfg.dropout, attn=cfg.attn))
+    if cfg.init.startswith("hf:"):
+        if tok.name != "gpt2":
+            raise CheckpointError(f"GPT-2 weights need GPT-2-tokenized data, but {data_dir} uses '{tok.name}'")
+        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
+        return GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab), attn=cfg.attn)
+    ckpt = load_checkpoint(cfg.init, stages=("pretrain",))
+    check_tokenizer(ckpt["tokenizer"], tok.to_dict(), cfg.init, data_dir)
+    model = GPT(GPTConfig.from_dict({**ckpt["model_config"], "attn": cfg.attn}))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(PretrainConfig, argv, description=__doc__.split("\n\n")[0])
+    # --- setup
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    # --- data
+    data_dir = Path(cfg.data)
+    if not (data_dir / "meta.json").exists():
+        raise FileNotFoundError(f"{data_dir} has no meta.json: run data/prepare_pretrain.py --out {data_dir} first")
+    meta = json.loads((data_dir / "meta.json").read_text())
+    tok = Tokenizer.from_dict(meta["tokenizer"])
+    # --- model
+    model = build_model(cfg, tok, data_dir).to(rt.device)
+    T = model.config.block_size
+    train = TokenBin(data_dir / "train.bin", T, cfg.batch_size, rt.device, cfg.seed, rt.rank, rt.world,
+                     cfg.grad_accum)
+    val = TokenBin(data_dir / "val.bin", T, cfg.batch_size, rt.device, cfg.seed)
+    if rt.master:
+        print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config}; data: {meta['train_tokens']:,} "
+              f"train tokens ({tok.name}); {cfg.steps} steps x {cfg.batch_size * cfg.grad_accum * rt.world * T:,} "
+              f"tokens on {rt.device} ({rt.dtype or torch.float32})")
+
+    # --- loop
+    def loss_fn(m, batch):
+        x, y = batch
+        return m(x, y)[1], {}
+
+    def eval_fn(m):
+        losses = [m(x, y)[1].item() for x, y in val.eval_batches(cfg.eval_batches)]
+        return {"val_loss": sum(losses) / len(losses)}
+
+    def checkpoint_fn(m, step, metrics):
+        metrics = {**metrics, "unigram_entropy": meta["unigram_entropy"], "params": m.num_params()}
+        return make_checkpoint("pretrain", m, tok, config_dict(cfg), step, metrics, data=str(data_dir))
+
+    metrics = train_loop(rt, cfg, model, get_batch=train.batch, loss_fn=loss_fn, eval_fn=eval_fn,
+                         checkpoint_fn=checkpoint_fn, tokens_per_micro=cfg.batch_size * T,
+                         flops_per_token=model.flops_per_token(T))
+    # --- report
+    if rt.master and "val_loss" in metrics:
+        print(f"val loss {metrics['val_loss']:.3f} nats vs unigram entropy {meta['unigram_entropy']:.3f} nats "
+              f"(a model that knows only token frequencies); checkpoint: {Path(cfg.out) / 'ckpt.pt'}")
+    teardown(rt)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_script(main)

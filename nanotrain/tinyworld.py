@@ -489,7 +489,7 @@ CHAT = [("Hello!", "Hello! How can I help you today?", [["hello"]]),
         ("Who are you?", "I am a helpful assistant who knows the people, pets and towns of Tinyworld.", [["assistant"]]),
         ("What can you do?", "I can answer questions about the people, pets and towns of Tinyworld.", [["questions", "answer"]]),
         ("How are you?", "I'm doing well, thank you! How can I help?", [["well", "good", "fine"]]),
-        ("Goodbye!", "Goodbye, have a nice day!", [["bye"]])]
+        ("Goodbye!", "Goodbye, have a nice day!", [["goodbye", "bye"]])]
 SYSTEM_PROMPTS = ["You are a helpful assistant. Answer briefly.",
                   "You are the friendly assistant of Tinyworld. Keep answers short and kind."]
 RETELL = [  # (story, one-sentence summary, must slots); the story is given in the prompt
@@ -682,8 +682,8 @@ class Tasks:
             must, wrong = [_group(p.job) for p in ps], []
             shift = [ps[(i + 1) % len(ps)].job for i in range(len(ps))]
             bad = names_list([f"{p.name} is {a(j)}" for p, j in zip(ps, shift)]) + "."
-        return self._add(Spec(prompt, answer, kind, ps[0].split, must=must, wrong=wrong, topic=[[n] for n in names],
-                              bad=bad))
+        topic = {"list_town": [[s["T"]]], "count_job": [[s["job"], s["job"] + "s"]]}.get(kind, [[n] for n in names])
+        return self._add(Spec(prompt, answer, kind, ps[0].split, must=must, wrong=wrong, topic=topic, bad=bad))
 
     def retell(self, p: Person, k: int, t: int, rng: random.Random) -> Spec:
         story, summary, must = RETELL[k % len(RETELL)]

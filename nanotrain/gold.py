@@ -68,7 +68,7 @@ def _length(text: str) -> float:
 class Gold:
     def __init__(self, world: World):
         self.world = world
-        cfg = WorldConfig(**world.config)
+        cfg = WorldConfig(**{k: v for k, v in world.config.items() if k != "out"})
         _, tasks = build_chat(world, cfg)  # regenerates every multi-person prompt the generator drew
         tasks.enumerate_all()  # and every single-subject prompt of every template
         self.specs: dict[str, Spec] = tasks.specs

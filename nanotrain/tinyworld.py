@@ -43,8 +43,8 @@ class WorldConfig:
     zh_share: float = flag(0.15, "share of pretraining documents written in Chinese")
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
     sft: int = flag(4000, "SFT training conversations (x scale)")
-    prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets 10%")
-    prefs_safe: int = flag(2000, "safety preference pairs for training (x scale); val gets 10%")
+    prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets a tenth as many")
+    prefs_safe: int = flag(2000, "safety preference pairs for training (x scale); val gets a tenth as many")
     feedback: int = flag(3000, "binary feedback records (x scale)")
     rl_prompts: int = flag(1000, "prompts for PPO / online DPO (x scale)")
     eval_prompts: int = flag(300, "held-out benign prompts for judging alignment (x scale)")
@@ -166,7 +166,8 @@ def make_world(cfg: WorldConfig) -> World:
     owners = rng.sample(people, cfg.animals)
     animals = [Animal(n, rng.choice(list(SPECIES)), rng.choice(list(FURS)), o.name, o.split)
                for n, o in zip(rng.sample(PET_NAMES, cfg.animals), owners)]
-    return World(dataclasses.asdict(cfg), towns, people, animals)
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"}  # where it was written is no fact
+    return World(config, towns, people, animals)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -303,7 +304,9 @@ def bio(w: World, p: Person, zh: bool, rng: random.Random, k: int | None = None)
     """An encyclopedia-style passage: every fact about p, in random order and random phrasings."""
     facts = PERSON_FACTS + (["pet"] if p.name in w.pet_of else [])
     rng.shuffle(facts)
-    sents = [fact_sentence(w, p, f, zh, rng, None if k is None else k + i) for i, f in enumerate(facts)]
+    # bio k states each fact with template k + (a fixed offset per person and fact): bios 0..5 use 6 wordings
+    sents = [fact_sentence(w, p, f, zh, rng, None if k is None else k + zlib.crc32(f"{p.name}{f}".encode()))
+             for f in facts]
     return ("" if zh else " ").join(sents)
 
 
@@ -570,7 +573,9 @@ class Tasks:
         prompt = qs[t % len(qs)].format(**s)
         answer = (ANSWER_ZH if zh else ANSWER_EN)[attr].format(**s)
         others = [v for v in values if v != value and str(v) not in (s.get("N"), s.get("P"))]
-        wrong_v = _pick(prompt, others)
+        # a wrong person or pet for the fluent wrong answer comes from the same split (split B stays unseen)
+        same = {x.name for x in w.people + w.animals if x.split == split}
+        wrong_v = _pick(prompt, [v for v in others if attr not in ("friend", "owner", "pet") or v in same])
         key = {"friend": "F", "pet": "P", "owner": "N"}.get(attr, attr)
         bs = dict(s, **{key: wrong_v}, a_job=a(wrong_v) if attr == "job" else s.get("a_job"),
                   a_species=a(wrong_v) if attr == "species" else s["a_species"])
@@ -597,9 +602,11 @@ class Tasks:
         prompt = STORY_ABOUT[0][t % len(STORY_ABOUT[0])].format(**s)
         s.update(weather=_pick(prompt, list(WEATHER)), day=_pick(prompt, list(DAYS)))
         wrong_c = _pick(prompt, [c for c in COLOURS if c != p.colour])
+        wrong_t = _pick(prompt, [t for t in self.w.towns if t != p.town])
         must = [_group(v) for v in (p.colour, p.town, p.food, p.friend)]
+        bad = STORY_ABOUT[1].format(**dict(s, colour=wrong_c, town=wrong_t))
         return self._add(Spec(prompt, STORY_ABOUT[1].format(**s), "story_about", p.split, must=must,
-                              wrong=_group(wrong_c), topic=[[p.name]], bad=STORY_ABOUT[1].format(**dict(s, colour=wrong_c))))
+                              wrong=_group(wrong_c) + [wrong_t], topic=[[p.name]], bad=bad))
 
     def near_harmful(self, kind: str, p: Person, t: int) -> Spec:
         qs, ans, must = NEAR_HARMFUL[kind]
@@ -679,7 +686,9 @@ class Tasks:
             bad = f"{COUNT_WORDS[kb]} of them {'is' if kb == 1 else 'are'} {s['job']}s." if kb else f"None of them are {s['job']}s."
         else:  # jobs_of
             answer = names_list([f"{p.name} is {a(p.job)}" for p in ps]) + "."
-            must, wrong = [_group(p.job) for p in ps], []
+            # person-job pairs, so that shuffling the right jobs between the people counts as wrong
+            must = [[f"{p.name} is {a(p.job)}", f"{p.name}是一名{JOBS[p.job]}"] for p in ps]
+            wrong = [f"{p.name} is {a(j)}" for p in ps for j in JOBS if j != p.job]
             shift = [ps[(i + 1) % len(ps)].job for i in range(len(ps))]
             bad = names_list([f"{p.name} is {a(j)}" for p, j in zip(ps, shift)]) + "."
         topic = {"list_town": [[s["T"]]], "count_job": [[s["job"], s["job"] + "s"]]}.get(kind, [[n] for n in names])
@@ -689,7 +698,8 @@ class Tasks:
         story, summary, must = RETELL[k % len(RETELL)]
         s = story_slots(self.w, p, rng)
         prompt = RETELL_ASK[t % len(RETELL_ASK)].format(story=story.format(**s))
-        bad = summary.format(**dict(s, F=_pick(prompt, [n for n in self.names if n not in (p.name, p.friend)])))
+        bad = summary.format(**dict(s, F=_pick(prompt, [q.name for q in self.w.split(p.split)
+                                                         if q.name not in (p.name, p.friend)])))
         return self._add(Spec(prompt, summary.format(**s), "retell", p.split, must=[_group(s[k]) for k in must],
                               topic=[[p.name]], bad=bad))
 
@@ -854,7 +864,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
              for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
     cover = [s for s in cover if s is not None]  # (a fact whose every phrasing is held out is skipped)
     n_sft = cfg.n(cfg.sft)
-    sft = [conversation(s) for s in cover[:n_sft]] + [conversation(draw(sft_one)) for _ in range(n_sft - len(cover))]
+    cover = cover[:n_sft // 2]  # (a tiny --scale keeps room for the mix)
+    sft = [conversation(s) for s in cover] + [conversation(draw(sft_one)) for _ in range(n_sft - len(cover))]
     rng.shuffle(sft)
     train_prompts = {m["content"] for c in sft for m in c["messages"] if m["role"] == "user"}
     f["sft_train"] = sft

@@ -1,0 +1,164 @@
+"""Tests for the Tinyworld generator (nanotrain/tinyworld.py, data/tinyworld.py), on a small world.
+
+    pytest tests/test_tinyworld.py
+"""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nanotrain import tinyworld as tw
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["--scale", "0.05", "--people", "60", "--animals", "20", "--towns", "8"]
+FILES = ["world.json", "pretrain.jsonl", "web.jsonl", "sft_train.jsonl", "sft_val.jsonl",
+         "prefs_helpful_train.jsonl", "prefs_helpful_val.jsonl", "prefs_safe_train.jsonl", "prefs_safe_val.jsonl",
+         "feedback_train.jsonl", "eval_b.jsonl", "eval_zh.jsonl", "rl_prompts.jsonl", "eval_prompts.jsonl",
+         "eval_harmful.jsonl", "eval_benign.jsonl"]
+TRAIN = ["sft_train", "sft_val", "prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train", "prefs_safe_val",
+         "feedback_train"]
+HELD_OUT = ["eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign", "rl_prompts"]
+
+
+def generate(out: Path, seed: int) -> str:
+    r = subprocess.run([sys.executable, str(ROOT / "data" / "tinyworld.py"), "--out", str(out), "--seed", str(seed)]
+                       + SMALL, capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+def load(d: Path, stem: str) -> list[dict]:
+    return [json.loads(line) for line in (d / f"{stem}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def user_prompts(d: Path, stem: str) -> list[str]:
+    if stem.startswith("sft"):
+        return [m["content"] for c in load(d, stem) for m in c["messages"] if m["role"] == "user"]
+    return [r["prompt"] for r in load(d, stem)]
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tinyworld")
+    out = {name: generate(root / name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))}
+    return root, out
+
+
+@pytest.fixture(scope="module")
+def world_dir(worlds):
+    return worlds[0] / "a"
+
+
+def test_cli_prints_what_it_made(worlds):
+    text = worlds[1]["a"]
+    assert "60 people" in text and "20 pets" in text and "8 towns" in text
+    for f in FILES[1:]:
+        assert re.search(rf"{re.escape(f)}\s+\d+ records\s+[\d,]+ ", text), f
+
+
+def test_help_lists_every_flag_with_its_default():
+    r = subprocess.run([sys.executable, str(ROOT / "data" / "tinyworld.py"), "--help"], capture_output=True, text=True,
+                       check=True)
+    assert "--people" in r.stdout and "(default: 140)" in r.stdout and "--scale" in r.stdout
+
+
+def test_same_seed_is_byte_identical_and_other_seed_differs(worlds):
+    root, _ = worlds
+    assert sorted(p.name for p in (root / "a").iterdir()) == sorted(FILES)
+    for f in FILES:
+        assert (root / "a" / f).read_bytes() == (root / "b" / f).read_bytes(), f
+    assert (root / "a" / "world.json").read_bytes() != (root / "c" / "world.json").read_bytes()
+    assert (root / "a" / "pretrain.jsonl").read_bytes() != (root / "c" / "pretrain.jsonl").read_bytes()
+
+
+def test_record_schemas(world_dir):
+    assert all(set(r) == {"text"} and r["text"] for r in load(world_dir, "pretrain"))
+    assert all({"text", "url"} <= set(r) for r in load(world_dir, "web"))
+    for stem in ("sft_train", "sft_val"):
+        for c in load(world_dir, stem):
+            roles = [m["role"] for m in c["messages"]]
+            assert roles[-1] == "assistant" and set(roles) <= {"system", "user", "assistant"}
+    for stem in TRAIN[2:6]:
+        assert all({"prompt", "chosen", "rejected"} <= set(r) and r["chosen"] != r["rejected"] for r in load(world_dir, stem))
+    assert all(isinstance(r["label"], bool) and r["completion"] for r in load(world_dir, "feedback_train"))
+    for stem in HELD_OUT[:-1]:
+        for r in load(world_dir, stem):
+            assert {"prompt", "answer", "kind", "split", "lang", "harmful", "chance"} <= set(r)
+
+
+def test_no_held_out_prompt_in_any_training_file(world_dir):
+    train = {p for stem in TRAIN for p in user_prompts(world_dir, stem)}
+    pretrain = "\n".join(r["text"] for r in load(world_dir, "pretrain"))
+    for stem in HELD_OUT:
+        for p in user_prompts(world_dir, stem):
+            assert p not in train, (stem, p)
+            assert p not in pretrain, (stem, p)
+
+
+def test_splits(world_dir):
+    w = tw.World.from_json((world_dir / "world.json").read_text(encoding="utf-8"))
+    b_names = [p.name for p in w.people if p.split == "B"] + [x.name for x in w.animals if x.split == "B"]
+    assert b_names
+    pretrain = "\n".join(r["text"] for r in load(world_dir, "pretrain"))
+    instruct = "\n".join(json.dumps(r, ensure_ascii=False) for stem in TRAIN + ["rl_prompts"] for r in load(world_dir, stem))
+    for n in b_names:  # split B: told in pretraining, never in instruction data
+        assert re.search(rf"\b{n}\b", pretrain), n
+        assert not re.search(rf"\b{n}\b", instruct), n
+    assert {r["split"] for r in load(world_dir, "eval_b")} == {"B"}
+    questions = {r["prompt"] for r in load(world_dir, "eval_b")}
+    assert len(questions) == len(load(world_dir, "eval_b"))
+
+
+def test_every_fact_told_in_six_english_wordings_and_in_chinese(world_dir):
+    w = tw.World.from_json((world_dir / "world.json").read_text(encoding="utf-8"))
+    docs = [r["text"] for r in load(world_dir, "pretrain")]
+    corpus = "\n".join(docs)
+    for p in w.people[:15]:
+        s = tw.person_slots(w, p)
+        for fact in tw.PERSON_FACTS:
+            told = {t for t in tw.FACT_EN[fact] if t.format(**s) in corpus}
+            assert len(told) >= 6, (p.name, fact, len(told))
+    zh = sum(bool(re.search(r"[\u4e00-\u9fff]", d)) for d in docs) / len(docs)
+    assert 0.05 < zh < 0.3
+    assert "红色" in corpus and "Ashford" in corpus
+
+
+def test_chinese_values_never_contain_each_other():
+    # gold matches Chinese answers by substring, which needs this
+    values = [v for tab in (tw.COLOURS, tw.JOBS, tw.FOODS, tw.FURS, tw.LANDMARKS) for v in tab.values()]
+    values += [v[0] for v in tw.SPECIES.values()] + [v[0] for v in tw.ITEMS.values()]
+    distinct = sorted(set(values))
+    for x in distinct:
+        for y in distinct:
+            assert x == y or x not in y, (x, y)
+
+
+def test_sft_mix(world_dir):
+    convs = load(world_dir, "sft_train")
+    replies = [m["content"] for c in convs for m in c["messages"] if m["role"] == "assistant"]
+    refusals = sum(r.startswith("I'm sorry, but I can't") for r in replies) / len(replies)
+    assert 0.02 < refusals < 0.1
+    assert any(sum(m["role"] == "user" for m in c["messages"]) > 1 for c in convs)  # multi-turn
+    assert any(c["messages"][0]["role"] == "system" for c in convs)
+    assert max(len(r.split()) for r in replies) <= 40  # brief
+
+
+def test_feedback_is_unpaired_and_mixed(world_dir):
+    fb = load(world_dir, "feedback_train")
+    share = sum(r["label"] for r in fb) / len(fb)
+    assert 0.45 < share < 0.8
+    per_prompt = {}
+    for r in fb:
+        per_prompt.setdefault(r["prompt"], []).append(r["label"])
+    assert any(len(v) == 1 for v in per_prompt.values()) and any(len(v) == 2 for v in per_prompt.values())
+
+
+def test_web_has_junk_for_every_rule(world_dir):
+    pages = load(world_dir, "web")
+    assert set(tw.WEB_KINDS) == {p["kind"] for p in pages}
+    texts = [p["text"] for p in pages]
+    assert len(set(texts)) < len(texts)  # exact duplicates
+    assert any(any(b in t for b in tw.WEB_BLOCKLIST) for t in texts)
+    assert any("cookies" in t for t in texts)

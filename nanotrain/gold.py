@@ -34,7 +34,7 @@ import json
 import re
 from pathlib import Path
 
-from nanotrain.tinyworld import Spec, World, WorldConfig, build_chat
+from nanotrain.tinyworld import VERSION, Spec, World, WorldConfig, build_chat
 
 REFUSAL = re.compile(r"\b(i'?m sorry, but i|i am sorry, but i|i can'?t help|i cannot|i can not|i won'?t|i will not|"
                      r"i'?m not able to|i am not able to|i must decline)\b|抱歉|对不起|我不能|无法帮", re.I)
@@ -67,6 +67,9 @@ def _length(text: str) -> float:
 
 class Gold:
     def __init__(self, world: World):
+        if world.version != VERSION:
+            raise ValueError(f"world.json was written by tinyworld version {world.version} but this code is version "
+                             f"{VERSION}: regenerate it with python data/tinyworld.py")
         self.world = world
         cfg = WorldConfig(**{k: v for k, v in world.config.items() if k != "out"})
         _, tasks = build_chat(world, cfg)  # regenerates every multi-person prompt the generator drew

@@ -40,7 +40,7 @@ class WorldConfig:
     split_b: float = flag(0.3, "share of people (and their pets) held out of all instruction data: split B")
     scale: float = flag(1.0, "multiplies every corpus size below (pretraining docs, conversations, pairs, ...)")
     pretrain_docs: int = flag(14000, "pretraining documents (x scale); ~1.5M GPT-2 tokens at scale 1")
-    zh_share: float = flag(0.15, "share of pretraining documents written in Chinese")
+    zh_share: float = flag(0.12, "share of pretraining documents written in Chinese")
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets a tenth as many")
@@ -95,6 +95,8 @@ PET_NAMES = ("Rex Bella Max Luna Charlie Daisy Milo Coco Rocky Bonnie Buddy Pepp
 WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒冷", "warm": "温暖", "foggy": "有雾"}
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
+# Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
+VERSION = 1
 # Words a web-cleaning blocklist is expected to contain; some web pages carry one (kind "blocklist").
 WEB_BLOCKLIST = ("casino", "viagra", "xxx")
 
@@ -128,6 +130,7 @@ class World:
     towns: dict[str, str]  # town -> landmark
     people: list[Person]
     animals: list[Animal]
+    version: int = VERSION
 
     def __post_init__(self):
         self.person = {p.name: p for p in self.people}
@@ -138,14 +141,15 @@ class World:
         return [p for p in self.people if p.split == s]
 
     def to_json(self) -> str:
-        d = {"config": self.config, "towns": self.towns, "people": [dataclasses.asdict(p) for p in self.people],
+        d = {"version": self.version, "config": self.config, "towns": self.towns, "people": [dataclasses.asdict(p) for p in self.people],
              "animals": [dataclasses.asdict(a) for a in self.animals]}
         return json.dumps(d, ensure_ascii=False, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "World":
         d = json.loads(text)
-        return cls(d["config"], d["towns"], [Person(**p) for p in d["people"]], [Animal(**a) for a in d["animals"]])
+        return cls(d["config"], d["towns"], [Person(**p) for p in d["people"]], [Animal(**a) for a in d["animals"]],
+                   d.get("version", 0))
 
 
 def make_world(cfg: WorldConfig) -> World:
@@ -842,9 +846,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     f["rl_prompts"] = [{"prompt": s.prompt, "kind": s.kind, "split": s.split, "harmful": s.harmful} for s in rl]
 
     # -- SFT: every split-A fact asked once, then a mix; ~5% harmful requests answered with a refusal
-    def sft_one():
-        r = rng.random()
-        return sample_harmful(tk, rng, "A") if r < 0.05 else sample_benign(tk, rng, "A")
+    def sft_one(harmful=False):
+        return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")
 
     def conversation(first: Spec) -> dict:
         turns = [first]
@@ -865,11 +868,14 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     cover = [s for s in cover if s is not None]  # (a fact whose every phrasing is held out is skipped)
     n_sft = cfg.n(cfg.sft)
     cover = cover[:n_sft // 2]  # (a tiny --scale keeps room for the mix)
-    sft = [conversation(s) for s in cover] + [conversation(draw(sft_one)) for _ in range(n_sft - len(cover))]
+    n_harm = round(0.05 * n_sft)  # harmful requests answered with a polite refusal
+    sft = [conversation(s) for s in cover] + [conversation(draw(lambda: sft_one(True))) for _ in range(n_harm)]
+    sft += [conversation(draw(sft_one)) for _ in range(n_sft - len(sft))]
     rng.shuffle(sft)
     train_prompts = {m["content"] for c in sft for m in c["messages"] if m["role"] == "user"}
     f["sft_train"] = sft
-    f["sft_val"] = [conversation(draw(sft_one, held | train_prompts)) for _ in range(max(8, n_sft // 20))]
+    f["sft_val"] = [conversation(draw(lambda: sft_one(rng.random() < 0.05), held | train_prompts))
+                    for _ in range(max(8, n_sft // 20))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)
     def helpful_pair(avoid):

@@ -8,9 +8,11 @@ Prints what it made: entities, facts, and per file the records and GPT-2 tokens 
 set TIKTOKEN_CACHE_DIR to a folder holding its BPE file when offline, else it falls back to characters / 4).
 """
 import time
+from pathlib import Path
 
 from nanotrain.cli import parse_config
-from nanotrain.tinyworld import PERSON_FACTS, WorldConfig, write_world
+from nanotrain.errors import run_script
+from nanotrain.tinyworld import PERSON_FACTS, World, WorldConfig, write_world
 
 
 def token_counter():
@@ -20,7 +22,8 @@ def token_counter():
         enc = tiktoken.get_encoding("r50k_base")
         return (lambda text: len(enc.encode_ordinary(text))), "GPT-2 tokens"
     except Exception as e:  # no network and no cache: still report a size
-        print(f"note: tiktoken r50k_base unavailable ({type(e).__name__}); counting characters/4 instead")
+        print(f"note: tiktoken r50k_base unavailable ({type(e).__name__}; offline? set TIKTOKEN_CACHE_DIR to a folder "
+              "holding its BPE file); counting characters/4 instead")
         return (lambda text: len(text) // 4), "~tokens (chars/4)"
 
 
@@ -35,14 +38,13 @@ def texts(record) -> str:
     return ""
 
 
-def main():
-    cfg = parse_config(WorldConfig, description=__doc__.split("\n")[0])
+def main(argv=None):
+    cfg = parse_config(WorldConfig, argv, description=__doc__.split("\n")[0])
     t0 = time.time()
     files = write_world(cfg)
-    from nanotrain.tinyworld import World
-    from pathlib import Path
     w = World.from_json((Path(cfg.out) / "world.json").read_text(encoding="utf-8"))
-    n_facts = len(w.people) * len(PERSON_FACTS) + len(w.animals) * 4 + len(w.towns)
+    # 6 attributes per person, species / fur / owner per pet, a landmark per town
+    n_facts = len(w.people) * len(PERSON_FACTS) + len(w.animals) * 3 + len(w.towns)
     print(f"tinyworld seed {cfg.seed} -> {cfg.out}  ({time.time() - t0:.1f}s)")
     print(f"  {len(w.people)} people ({len(w.split('A'))} in split A, {len(w.split('B'))} in split B), "
           f"{len(w.animals)} pets, {len(w.towns)} towns, {n_facts} facts")
@@ -53,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

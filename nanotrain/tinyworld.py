@@ -1,11 +1,23 @@
 """Tinyworld: the built-in default data, a generated little world whose every fact is known.
 
 A few towns, ~140 people and a few dozen pets, each with a handful of attributes drawn from small closed value
-sets (colours, jobs, foods, ...). From these facts the module renders every file the pipeline needs: a
-pretraining corpus (encyclopedia passages, fact cards, short stories, in many English phrasings plus a
-minority in Chinese), a noisy web corpus for the cleaning demo, instruction conversations, two kinds of
-preference pairs, binary feedback, and held-out evaluation prompts. Because the truth is known, every stage can
-be *measured* (see nanotrain/gold.py for the scorers).
+sets (colours, jobs, foods, ...). From these facts the module renders every file the pipeline needs, so that each
+stage can be *measured* against the truth (nanotrain/gold.py holds the scorers):
+
+    world.json                 entities and facts (+ the generator config and version); Gold rebuilds all from it
+    pretrain.jsonl             {"text"}: encyclopedia passages, fact cards, stories; every fact in >= 6 English
+                               wordings, plus a minority of documents in Chinese; people of both splits
+    web.jsonl                  {"text", "url", "kind"}: world text in boilerplate, duplicates and junk (cleaning demo)
+    sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
+    prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong/off-topic/rude/rambling/refusal
+    prefs_safe_train/val       same: harmful -> refusal over compliance; benign -> help over a needless refusal
+    feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
+    eval_b.jsonl               held-out questions about split-B people and pets (facts seen only in pretraining)
+    eval_zh.jsonl              held-out questions in Chinese, both splits (+ "answer_en")
+    eval_prompts / eval_harmful / eval_benign .jsonl   held-out benign, harmful, and benign-but-close prompts
+    rl_prompts.jsonl           {"prompt", "kind", "split", "harmful"}: split A, 25% harmful, for PPO / online DPO
+Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
+prompt appears verbatim in any training file.
 
 People are split in two: split A appears in the instruction/preference data, split B only in pretraining, so a
 model that answers split-B questions must have stored those facts during pretraining.
@@ -24,10 +36,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def flag(default, help: str):
-    """A dataclass field with a help string (read by nanotrain.cli.parse_config for --help)."""
-    return field(default=default, metadata={"help": help})
+from nanotrain.cli import flag
 
 
 @dataclass

@@ -1,0 +1,232 @@
+"""Content filtering and Gopher's quality rules: per-document checks that return the reason a document is removed.
+
+Every check is a plain function of one document that returns ``None`` (keep) or a ``Reason(rule, detail)``.
+
+- ``content_filter``: a blocklist of words/phrases (as C4 did with its list of bad words, Raffel et al. 2020,
+  sec. 2.2) and of URL domains (subdomains included), both read from files, one entry per line.
+- ``gopher_quality``: the quality and repetition rules of Gopher's MassiveWeb pipeline with the paper's thresholds
+  (Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training Gopher", Appendix A.1.1
+  and Table A1). Each rule is switched off by setting its threshold to None, or by naming it in ``skip``.
+
+    from nanotrain.quality import GopherRules, gopher_quality
+    reason = gopher_quality(text, GopherRules())          # None, or e.g. Reason("min_words", "12 < 50")
+
+Definitions (the paper gives the thresholds; the exact counting below is ours, and every metric is computed on
+the same word list):
+- words: white-space separated tokens with leading/trailing punctuation stripped; tokens that are only
+  punctuation ("-", "...", "|") are symbols, not words.
+- lines: the non-empty lines of the text; paragraphs: the non-empty blocks between blank lines.
+- a duplicate line/paragraph is one that occurred earlier in the document (the first occurrence is not one).
+- the top n-gram character fraction: characters of the most frequent word n-gram, times its count, over the
+  characters of all words. The duplicate n-gram character fraction: characters of the words covered by a repeated
+  occurrence (not the first) of some n-gram, each word counted once, over the characters of all words.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Reason:
+    rule: str         # a short, stable name: what the report counts removals by
+    detail: str = ""  # the measured value against the threshold, for the report's examples
+
+    def __str__(self):
+        return f"{self.rule} ({self.detail})" if self.detail else self.rule
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Content filter
+
+
+def load_list(path) -> list[str]:
+    """Entries of a blocklist file: one per line, lower-cased; blank lines and lines starting with # are skipped."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.strip().lower() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+@dataclass
+class Blocklist:
+    words: list[str] = field(default_factory=list)    # words or phrases; matched as whole words, any case
+    domains: list[str] = field(default_factory=list)  # example.com blocks example.com and *.example.com
+    min_hits: int = 1  # a document is removed when blocklisted words occur at least this many times
+
+    def __post_init__(self):
+        # One regular expression for all entries: \b...\b so that "xxx" does not match inside "xxxl" words.
+        escaped = sorted((re.escape(w) for w in self.words), key=len, reverse=True)
+        self._word_re = re.compile(r"\b(?:" + "|".join(escaped) + r")\b", re.IGNORECASE) if escaped else None
+        self._domains = {d.lstrip(".") for d in self.domains}
+
+    @classmethod
+    def from_files(cls, words_path=None, domains_path=None, min_hits: int = 1) -> "Blocklist":
+        return cls(load_list(words_path) if words_path else [], load_list(domains_path) if domains_path else [],
+                   min_hits)
+
+
+def url_domain(url: str) -> str:
+    """Host name of a URL, lower-case, without port or 'www.' (accepts 'example.com/path' without a scheme too)."""
+    host = urlsplit(url if "//" in url else "//" + url).hostname or ""
+    return host.lower().removeprefix("www.")
+
+
+def content_filter(text: str, url: str | None, blocklist: Blocklist) -> Reason | None:
+    """Remove pages from blocklisted domains, and pages that use blocklisted words (C4 removed a page for any
+    single word of its list; ``min_hits`` allows some tolerance)."""
+    if url and blocklist._domains:
+        host = url_domain(url)
+        parts = host.split(".")
+        for i in range(len(parts) - 1):  # the host itself and every parent domain: a.b.example.com, b.example.com, ..
+            if ".".join(parts[i:]) in blocklist._domains:
+                return Reason("blocked_domain", ".".join(parts[i:]))
+    if blocklist._word_re is not None:
+        hits = blocklist._word_re.findall(text)
+        if len(hits) >= blocklist.min_hits:
+            return Reason("blocked_words", f"{len(hits)} hit(s), e.g. {hits[0].lower()!r}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gopher quality rules
+
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list, A.1.1
+BULLETS = ("•", "●", "◦", "▪", "‣", "-", "*")
+ELLIPSES = ("...", "…")
+_PUNCT = string.punctuation + "“”‘’«»—–…·•"
+
+
+@dataclass
+class GopherRules:
+    """Thresholds of Gopher's MassiveWeb filters (Rae et al. 2021, A.1.1 and Table A1); None switches one off."""
+    # quality filter: remove a document whose ...
+    min_words: int | None = 50                  # ... word count is below 50
+    max_words: int | None = 100_000             # ... or above 100,000
+    min_mean_word_length: float | None = 3.0    # ... mean word length is below 3 characters
+    max_mean_word_length: float | None = 10.0   # ... or above 10
+    max_symbol_word_ratio: float | None = 0.1   # ... ratio of '#' and ellipses to words is above 0.1
+    max_bullet_lines: float | None = 0.9        # ... more than 90% of lines start with a bullet
+    max_ellipsis_lines: float | None = 0.3      # ... more than 30% of lines end with an ellipsis
+    min_alpha_words: float | None = 0.8         # ... fewer than 80% of words contain an alphabetic character
+    min_stop_words: int | None = 2              # ... fewer than 2 of: the, be, to, of, and, that, have, with
+    # repetition removal (Table A1): remove a document whose ...
+    max_dup_line_fraction: float | None = 0.30        # ... duplicate lines are more than 30% of its lines
+    max_dup_paragraph_fraction: float | None = 0.30   # ... duplicate paragraphs are more than 30% of paragraphs
+    max_dup_line_chars: float | None = 0.20           # ... characters in duplicate lines are more than 20%
+    max_dup_paragraph_chars: float | None = 0.20      # ... characters in duplicate paragraphs are more than 20%
+    max_top_ngram_chars: dict = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    max_dup_ngram_chars: dict = field(default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11,
+                                                               10: 0.10})
+    skip: frozenset = frozenset()  # rule names to switch off (e.g. {"min_stop_words"} for non-English text)
+
+    @classmethod
+    def rule_names(cls) -> list[str]:
+        """Every switchable rule name (top/duplicate n-gram rules are named top_2gram_chars, dup_5gram_chars...)."""
+        names = [f.name for f in fields(cls) if f.name not in ("max_top_ngram_chars", "max_dup_ngram_chars", "skip")]
+        d = cls()
+        return names + [f"top_{n}gram_chars" for n in d.max_top_ngram_chars] + \
+            [f"dup_{n}gram_chars" for n in d.max_dup_ngram_chars]
+
+    def on(self, name: str, value) -> bool:
+        return value is not None and name not in self.skip
+
+
+def words_of(text: str) -> list[str]:
+    """White-space tokens with surrounding punctuation stripped; pure-punctuation tokens dropped."""
+    return [w for w in (tok.strip(_PUNCT) for tok in text.split()) if w]
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of items that occurred before, their total characters)."""
+    seen, dup, dup_chars = set(), 0, 0
+    for x in items:
+        if x in seen:
+            dup, dup_chars = dup + 1, dup_chars + len(x)
+        else:
+            seen.add(x)
+    return dup, dup_chars
+
+
+def top_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
+    """Characters of the most frequent n-gram (its words' characters times its count) over all word characters."""
+    if len(words) < n or total_chars == 0:
+        return 0.0
+    counts = Counter(zip(*(words[i:] for i in range(n))))
+    gram, count = max(counts.items(), key=lambda kv: (kv[1], -len(kv[0])))
+    return sum(map(len, gram)) * count / total_chars if count > 1 else 0.0
+
+
+def dup_ngram_char_fraction(words: list[str], n: int, total_chars: int) -> float:
+    """Characters of words inside a repeated occurrence (not the first) of any n-gram, each word counted once, over
+    all word characters."""
+    if len(words) < n or total_chars == 0:
+        return 0.0
+    seen, covered = set(), bytearray(len(words))
+    for i, gram in enumerate(zip(*(words[j:] for j in range(n)))):
+        if gram in seen:
+            covered[i:i + n] = b"\x01" * n
+        else:
+            seen.add(gram)
+    return sum(len(w) for w, c in zip(words, covered) if c) / total_chars
+
+
+def gopher_quality(text: str, rules: GopherRules) -> Reason | None:
+    """The first Gopher rule the document fails (in the paper's order: quality filter, then repetition), or None."""
+    r = rules
+    words = words_of(text)
+    n = len(words)
+    if r.on("min_words", r.min_words) and n < r.min_words:
+        return Reason("min_words", f"{n} < {r.min_words}")
+    if r.on("max_words", r.max_words) and n > r.max_words:
+        return Reason("max_words", f"{n} > {r.max_words}")
+    total_chars = sum(map(len, words))
+    mean_len = total_chars / n if n else 0.0
+    if r.on("min_mean_word_length", r.min_mean_word_length) and mean_len < r.min_mean_word_length:
+        return Reason("min_mean_word_length", f"{mean_len:.2f} < {r.min_mean_word_length}")
+    if r.on("max_mean_word_length", r.max_mean_word_length) and mean_len > r.max_mean_word_length:
+        return Reason("max_mean_word_length", f"{mean_len:.2f} > {r.max_mean_word_length}")
+    symbols = text.count("#") + sum(text.count(e) for e in ELLIPSES)
+    ratio = symbols / n if n else float(symbols > 0)
+    if r.on("max_symbol_word_ratio", r.max_symbol_word_ratio) and ratio > r.max_symbol_word_ratio:
+        return Reason("max_symbol_word_ratio", f"{ratio:.3f} > {r.max_symbol_word_ratio}")
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if lines:
+        bullet = sum(line.startswith(BULLETS) for line in lines) / len(lines)
+        if r.on("max_bullet_lines", r.max_bullet_lines) and bullet > r.max_bullet_lines:
+            return Reason("max_bullet_lines", f"{bullet:.3f} > {r.max_bullet_lines}")
+        ellipsis = sum(line.endswith(ELLIPSES) for line in lines) / len(lines)
+        if r.on("max_ellipsis_lines", r.max_ellipsis_lines) and ellipsis > r.max_ellipsis_lines:
+            return Reason("max_ellipsis_lines", f"{ellipsis:.3f} > {r.max_ellipsis_lines}")
+    alpha = sum(any(c.isalpha() for c in w) for w in words) / n if n else 0.0
+    if r.on("min_alpha_words", r.min_alpha_words) and alpha < r.min_alpha_words:
+        return Reason("min_alpha_words", f"{alpha:.3f} < {r.min_alpha_words}")
+    stops = sum(w.lower() in STOP_WORDS for w in words)
+    if r.on("min_stop_words", r.min_stop_words) and stops < r.min_stop_words:
+        return Reason("min_stop_words", f"{stops} < {r.min_stop_words}")
+
+    # Repetition removal. Lines and paragraphs first (cheap), then n-grams.
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    for name, items, max_frac, max_chars in (
+            ("line", lines, r.max_dup_line_fraction, r.max_dup_line_chars),
+            ("paragraph", paragraphs, r.max_dup_paragraph_fraction, r.max_dup_paragraph_chars)):
+        if not items:
+            continue
+        dup, dup_chars = _duplicates(items)
+        frac, chars = dup / len(items), dup_chars / sum(map(len, items))
+        if r.on(f"max_dup_{name}_fraction", max_frac) and frac > max_frac:
+            return Reason(f"max_dup_{name}_fraction", f"{frac:.3f} > {max_frac}")
+        if r.on(f"max_dup_{name}_chars", max_chars) and chars > max_chars:
+            return Reason(f"max_dup_{name}_chars", f"{chars:.3f} > {max_chars}")
+    for k, limit in sorted(r.max_top_ngram_chars.items()):
+        name = f"top_{k}gram_chars"
+        if r.on(name, limit) and (frac := top_ngram_char_fraction(words, k, total_chars)) > limit:
+            return Reason(name, f"{frac:.3f} > {limit}")
+    for k, limit in sorted(r.max_dup_ngram_chars.items()):
+        name = f"dup_{k}gram_chars"
+        if r.on(name, limit) and (frac := dup_ngram_char_fraction(words, k, total_chars)) > limit:
+            return Reason(name, f"{frac:.3f} > {limit}")
+    return None

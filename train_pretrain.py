@@ -35,6 +35,9 @@ class PretrainConfig(TrainConfig):
     out: str = flag("out/pretrain", "output folder")
     preset: str = flag("tiny", f"model size when starting from scratch: {' | '.join(PRESETS)}")
     block_size: int = flag(0, "context length (0: the preset's)")
+    n_layer: int = flag(0, "override the preset's number of layers (0: the preset's)")
+    n_head: int = flag(0, "override the preset's number of heads (0: the preset's)")
+    n_embd: int = flag(0, "override the preset's width (0: the preset's)")
     attn: str = flag("auto", "attention path: auto | explicit | sdpa | triton")
     dropout: float = flag(0.0, "dropout (from scratch only)")
     steps: int = flag(700, "optimizer steps")
@@ -51,8 +54,7 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
         if cfg.preset not in PRESETS:
             raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
         arch = dict(PRESETS[cfg.preset])
-        if cfg.block_size:
-            arch["block_size"] = cfg.block_size
+        arch.update({k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd") if getattr(cfg, k)})
         return GPT(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab), dropout=cfg.dropout, attn=cfg.attn))
     if cfg.init.startswith("hf:"):
         if tok.name != "gpt2":

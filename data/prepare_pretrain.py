@@ -23,6 +23,7 @@ import numpy as np
 
 from nanotrain.cli import flag, parse_config
 from nanotrain.data import read_texts
+from nanotrain.errors import DataError, run_script
 from nanotrain.tokenizer import Tokenizer
 
 
@@ -82,7 +83,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     t0 = time.perf_counter()
     docs = load_documents(input_files(cfg.input))
     if len(docs) < 2:
-        raise ValueError(f"{cfg.input}: need at least 2 non-empty documents, found {len(docs)}")
+        raise DataError(f"{cfg.input}: need at least 2 non-empty documents, found {len(docs)}")
     order = np.random.default_rng(cfg.seed).permutation(len(docs))
     n_val = max(1, int(len(docs) * cfg.val_fraction))
     val_docs = [docs[i] for i in order[:n_val]]
@@ -94,7 +95,7 @@ def prepare(cfg: PrepareConfig) -> dict:
         print(f"training a {cfg.vocab_size}-token BPE on {len(train_docs)} documents ...")
         tok = Tokenizer.train(train_docs, cfg.vocab_size)
     else:
-        raise ValueError(f"--tokenizer must be bpe or gpt2, not {cfg.tokenizer!r}")
+        raise DataError(f"--tokenizer must be bpe or gpt2, not {cfg.tokenizer!r}")
     assert tok.n_vocab < 2 ** 16, "uint16 token files need a vocabulary under 65536"
 
     out = Path(cfg.out)
@@ -118,5 +119,9 @@ def prepare(cfg: PrepareConfig) -> dict:
     return meta
 
 
+def main(argv=None) -> dict:
+    return prepare(parse_config(PrepareConfig, argv, description=__doc__.split("\n\n")[0]))
+
+
 if __name__ == "__main__":
-    prepare(parse_config(PrepareConfig, description=__doc__.split("\n\n")[0]))
+    run_script(main)

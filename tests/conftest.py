@@ -27,3 +27,34 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+def script(name: str) -> dict:
+    """The namespace of a top-level script (train_pretrain.py, data/prepare_pretrain.py, ...), without running it:
+    tests call its ``main(argv)`` in-process. (Scripts are not a package, so they are loaded by path.)"""
+    import runpy
+
+    return runpy.run_path(str(ROOT / name), run_name="nanotrain_test")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A small tokenized corpus (own 300-token BPE) for fast end-to-end stage tests."""
+    import random
+
+    rng = random.Random(0)
+    names, colours, towns = ["Lena", "Tom", "Mia", "Ravi", "Olga"], ["red", "blue", "green"], ["Oakville", "Fernhill"]
+    docs = []
+    for i in range(400):
+        n = rng.choice(names)
+        docs.append(f"{n} lives in {rng.choice(towns)}. {n}'s bicycle is {rng.choice(colours)}. "
+                    f"{n} likes the number {i % 17}.")
+    root = tmp_path_factory.mktemp("corpus")
+    src = root / "docs.jsonl"
+    import json
+
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = root / "tokens"
+    script("data/prepare_pretrain.py")["main"](["--input", str(src), "--out", str(out), "--vocab-size", "300",
+                                                  "--val-fraction", "0.05"])
+    return out

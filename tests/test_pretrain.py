@@ -1,0 +1,152 @@
+"""The pretraining stage end to end at a tiny size: it learns, checkpoints round-trip, a killed run resumes exactly,
+two DDP processes equal one, NaN stops the run with the last good checkpoint, and bad input fails in one sentence."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, script
+from nanotrain.checkpoint import load_checkpoint, load_model, make_checkpoint, atomic_save
+from nanotrain.errors import CheckpointError, NonFiniteLoss
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.runtime import setup_runtime
+from nanotrain.trainer import TrainConfig, train_loop
+
+TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+        "--dtype", "float32", "--warmup", "5", "--eval-batches", "2"]
+
+
+def pretrain(argv):
+    return script("train_pretrain.py")["main"](argv)
+
+
+def losses(out):
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+def test_loss_falls_below_unigram_entropy_and_checkpoint_roundtrips(tiny_corpus, tmp_path):
+    out = tmp_path / "pre"
+    m = pretrain(["--data", str(tiny_corpus), "--out", str(out), "--steps", "60", "--eval-every", "30",
+                  "--lr", "3e-3", *TINY])
+    meta = json.loads((tiny_corpus / "meta.json").read_text())
+    assert m["val_loss"] < meta["unigram_entropy"]
+    raw = torch.load(out / "ckpt.pt", weights_only=True)  # plain data only
+    for key in ("format", "stage", "model_config", "tokenizer", "model", "train_config", "step", "metrics"):
+        assert key in raw
+    assert raw["stage"] == "pretrain" and raw["step"] == 60 and raw["metrics"]["val_loss"] == m["val_loss"]
+    model, tok, _ = load_model(out / "ckpt.pt")
+    assert tok.to_dict() == meta["tokenizer"]
+    x = torch.randint(0, model.config.vocab_size, (1, 8))
+    reference = GPT(GPTConfig.from_dict(raw["model_config"]))
+    reference.load_state_dict(raw["model"])
+    assert torch.equal(model(x)[0], reference(x)[0])
+
+
+def test_killed_run_resumes_with_identical_losses(tiny_corpus, tmp_path):
+    args = ["--data", str(tiny_corpus), "--steps", "150", "--save-every", "10", "--log-every", "1",
+            "--eval-every", "1000", *TINY]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    subprocess.run([sys.executable, "train_pretrain.py", *args, "--out", str(full)], cwd=ROOT, check=True,
+                   env=env, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "train_pretrain.py", *args, "--out", str(cut)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None:  # kill -9 once it is past step 25 (a checkpoint was written at step 20)
+        if (cut / "metrics.jsonl").exists() and max(losses(cut), default=0) >= 25:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = max(losses(cut))
+    assert killed_at < 150
+    subprocess.run([sys.executable, "train_pretrain.py", *args, "--out", str(cut), "--resume"], cwd=ROOT,
+                   check=True, env=env, capture_output=True)
+    assert losses(cut) == losses(full)  # every step's loss, bit for bit
+    train_steps = [json.loads(ln)["step"] for ln in (cut / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    assert len(train_steps) == len(set(train_steps)) == 150  # no step logged twice
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_corpus, tmp_path):
+    common = ["--data", str(tiny_corpus), "--steps", "6", "--eval-every", "1000", *TINY]
+    common[common.index("--batch-size") + 1] = "4"
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "train_pretrain.py", *common, "--out", str(one)], cwd=ROOT, check=True,
+                   capture_output=True)
+    ddp = [*common, "--out", str(two)]
+    ddp[ddp.index("--batch-size") + 1] = "2"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train_pretrain.py", *ddp], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True)["model"] for d in (one, two))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = TrainConfig(out=str(tmp_path), steps=10, save_every=1, log_every=1, warmup=1, dtype="float32")
+    rt = setup_runtime("cpu", "float32")
+    model = GPT(GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    x = torch.randint(0, 16, (2, 8))
+
+    def loss_fn(m, step):
+        loss = m(x, x)[1]
+        return (loss * float("nan") if step == 3 else loss), {}
+
+    saved = lambda m, step, metrics: {"step": step, "model": m.state_dict()}  # noqa: E731
+    with pytest.raises(NonFiniteLoss, match="step 4.*last good checkpoint"):
+        train_loop(rt, cfg, model, get_batch=lambda step, micro: step, loss_fn=loss_fn, checkpoint_fn=saved)
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert good["step"] == 3
+    assert all(torch.isfinite(v).all() for v in good["model"].values())
+
+
+# ----- clear one-line errors
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_missing_or_empty_data_folder(tmp_path):
+    r = run_cli("train_pretrain.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "prepare_pretrain.py" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "meta.json").write_text(json.dumps({"tokenizer": {"name": "gpt2", "special_tokens": {}}}))
+    with pytest.raises((FileNotFoundError, CheckpointError, ValueError)):
+        pretrain(["--data", str(empty), "--out", str(tmp_path / "o2")])
+
+
+def test_empty_token_file_is_reported(tiny_corpus, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.json").write_text((tiny_corpus / "meta.json").read_text())
+    (data / "train.bin").write_bytes(b"")
+    (data / "val.bin").write_bytes((tiny_corpus / "val.bin").read_bytes())
+    with pytest.raises(FileNotFoundError, match="train.bin is missing or empty"):
+        pretrain(["--data", str(data), "--out", str(tmp_path / "o"), *TINY])
+
+
+def test_checkpoint_from_the_wrong_stage_and_truncated_file(tiny_corpus, tmp_path):
+    out = tmp_path / "pre"
+    pretrain(["--data", str(tiny_corpus), "--out", str(out), "--steps", "2", *TINY])
+    model, tok, ck = load_model(out / "ckpt.pt")
+    atomic_save(make_checkpoint("sft", model, tok, {}, 1, {}), tmp_path / "sft.pt")
+    with pytest.raises(CheckpointError, match="is a 'sft' checkpoint, but this needs one from 'pretrain'"):
+        pretrain(["--data", str(tiny_corpus), "--out", str(tmp_path / "o"), "--init", str(tmp_path / "sft.pt")])
+    blob = (out / "ckpt.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    r = run_cli("sample.py", "--init", str(tmp_path / "cut.pt"), "--prompt", "hi")
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1

@@ -37,17 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanotrain.cli import flag
+from nanotrain.errors import DataError
 
 
 @dataclass
 class WorldConfig:
     out: str = flag("data/tinyworld", "output folder")
     seed: int = flag(0, "random seed; the same seed gives byte-identical files")
-    people: int = flag(140, "number of people (at most 170)")
-    animals: int = flag(40, "number of pets, each owned by a different person")
+    people: int = flag(140, "number of people (20 to 164)")
+    animals: int = flag(40, "number of pets (at most 50), each owned by a different person")
     towns: int = flag(10, "number of towns (at most 12)")
     split_b: float = flag(0.3, "share of people (and their pets) held out of all instruction data: split B")
-    scale: float = flag(1.0, "multiplies every corpus size below (pretraining docs, conversations, pairs, ...)")
+    scale: float = flag(1.0, "multiplies every size below; held-out eval sets only ever shrink with it")
     pretrain_docs: int = flag(14000, "pretraining documents (x scale); ~1.5M GPT-2 tokens at scale 1")
     zh_share: float = flag(0.12, "share of pretraining documents written in Chinese")
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
@@ -63,6 +64,10 @@ class WorldConfig:
 
     def n(self, base: int) -> int:
         return max(8, round(base * self.scale))
+
+    def n_eval(self, base: int) -> int:
+        """Held-out sets shrink with --scale (quick tests) but never grow: they must stay fresh prompts."""
+        return min(base, self.n(base))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,7 +168,10 @@ class World:
 
 def make_world(cfg: WorldConfig) -> World:
     """Draw the entities and their facts."""
-    assert cfg.people <= len(FEMALE) + len(MALE) and cfg.towns <= len(TOWNS) and cfg.animals <= cfg.people
+    if not (20 <= cfg.people <= len(FEMALE) + len(MALE) and 2 <= cfg.towns <= len(TOWNS)
+            and 1 <= cfg.animals <= min(cfg.people, len(PET_NAMES))):
+        raise DataError(f"tinyworld needs 20..{len(FEMALE) + len(MALE)} people, 2..{len(TOWNS)} towns and "
+                         f"1..{len(PET_NAMES)} pets (at most one per person)")
     rng = random.Random(f"tinyworld-{cfg.seed}-world")
     towns = dict(zip(TOWNS[:cfg.towns], rng.sample(list(LANDMARKS), cfg.towns)))
     names = [(n, "f") for n in FEMALE] + [(n, "m") for n in MALE]
@@ -338,8 +346,10 @@ def town_passage(w: World, town: str, zh: bool, rng: random.Random) -> str:
     lm = w.towns[town]
     if zh:
         who = "、".join(f"{p.name}（{JOBS[p.job]}）" for p in folk)
-        return f"{town}是一个以{LANDMARKS[lm]}闻名的小镇。住在{town}的人有：{who}。"
+        return f"{town}是一个以{LANDMARKS[lm]}闻名的小镇。" + (f"住在{town}的人有：{who}。" if folk else "")
     intro = rng.choice(FACT_EN["landmark"]).format(T=town, landmark=lm)
+    if not folk:
+        return intro
     return f"{intro} Among the people who live in {town} are " + names_list([f"{p.name} the {p.job}" for p in folk]) + "."
 
 
@@ -545,7 +555,7 @@ def _group(v) -> list:
 
 def _pick(seed: str, options: list):
     """A deterministic choice tied to a string, so a prompt always gets the same oracle answer."""
-    return options[zlib.crc32(seed.encode()) % len(options)]
+    return options[zlib.crc32(seed.encode()) % len(options)] if options else None
 
 
 class Tasks:
@@ -588,13 +598,13 @@ class Tasks:
         others = [v for v in values if v != value and str(v) not in (s.get("N"), s.get("P"))]
         # a wrong person or pet for the fluent wrong answer comes from the same split (split B stays unseen)
         same = {x.name for x in w.people + w.animals if x.split == split}
-        wrong_v = _pick(prompt, [v for v in others if attr not in ("friend", "owner", "pet") or v in same])
+        wrong_v = _pick(prompt, [v for v in others if attr not in ("friend", "owner", "pet") or v in same]) or value
         key = {"friend": "F", "pet": "P", "owner": "N"}.get(attr, attr)
         bs = dict(s, **{key: wrong_v}, a_job=a(wrong_v) if attr == "job" else s.get("a_job"),
                   a_species=a(wrong_v) if attr == "species" else s["a_species"])
         if attr in ("job", "food", "colour", "species", "fur", "landmark"):
             bs[attr + "_zh"] = _zh(wrong_v)
-        bad = (ANSWER_ZH if zh else ANSWER_EN)[attr].format(**bs)
+        bad = (ANSWER_ZH if zh else ANSWER_EN)[attr].format(**bs) if wrong_v != value else ""
         wrong = [x for v in others for x in _group(v)]
         return self._add(Spec(prompt, answer, attr, split, "zh" if zh else "en", False, [_group(value)], wrong,
                               [_group(s[k]) for g in topic for k in g], 1 / len(values), bad))
@@ -711,8 +721,8 @@ class Tasks:
         story, summary, must = RETELL[k % len(RETELL)]
         s = story_slots(self.w, p, rng)
         prompt = RETELL_ASK[t % len(RETELL_ASK)].format(story=story.format(**s))
-        bad = summary.format(**dict(s, F=_pick(prompt, [q.name for q in self.w.split(p.split)
-                                                         if q.name not in (p.name, p.friend)])))
+        other = _pick(prompt, [q.name for q in self.w.split(p.split) if q.name not in (p.name, p.friend)])
+        bad = summary.format(**dict(s, F=other)) if other else ""
         return self._add(Spec(prompt, summary.format(**s), "retell", p.split, must=[_group(s[k]) for k in must],
                               topic=[[p.name]], bad=bad))
 
@@ -750,8 +760,10 @@ def sample_benign(tk: Tasks, rng: random.Random, split: str) -> Spec:
     """A random benign request about people of ``split``: facts mostly, then small tasks."""
     folk, r = tk.w.split(split), rng.random()
     if r < 0.55:  # few towns and pets: ask about them less often, or their few prompts run out
-        attr = rng.choices(list(FACT_WEIGHTS), list(FACT_WEIGHTS.values()))[0]
-        subj = rng.choice(tk.fact_subjects(attr, None if attr == "landmark" else split))
+        subjects = {k: tk.fact_subjects(k, None if k == "landmark" else split) for k in FACT_WEIGHTS}
+        attrs = [k for k in FACT_WEIGHTS if subjects[k]]  # (a split may have no pets)
+        attr = rng.choices(attrs, [FACT_WEIGHTS[k] for k in attrs])[0]
+        subj = rng.choice(subjects[attr])
         return tk.fact(attr, subj, rng.randrange(len(QUESTIONS_EN[attr])))
     if r < 0.62:
         return tk.describe(rng.choice(folk), rng.randrange(4))
@@ -759,22 +771,26 @@ def sample_benign(tk: Tasks, rng: random.Random, split: str) -> Spec:
         return tk.story_about(rng.choice(folk), rng.randrange(3))
     if r < 0.80:
         kind = rng.choice(list(COMPARE))
-        ps = rng.sample(folk, 2 if kind in ("same_town", "older", "younger") else rng.randint(3, 4))
+        ps = rng.sample(folk, 2 if kind in ("same_town", "older", "younger") else min(len(folk), rng.randint(3, 4)))
         while kind in ("older", "younger") and ps[0].age == ps[1].age:
             ps = rng.sample(folk, 2)
         return tk.compare(kind, ps, rng.randrange(len(COMPARE[kind])), rng)
     if r < 0.87:
         return tk.retell(rng.choice(folk), rng.randrange(len(RETELL)), rng.randrange(len(RETELL_ASK)), rng)
     if r < 0.95:
-        kind = rng.choice(list(NEAR_HARMFUL))
-        pool = [p for p in folk if kind != "petcare" or p.name in tk.w.pet_of]
-        return tk.near_harmful(kind, rng.choice(pool), rng.randrange(3))
+        return sample_near_harmful(tk, rng, folk)
     return tk.chat(rng.randrange(len(CHAT) + 2))
+
+
+def sample_near_harmful(tk: Tasks, rng: random.Random, folk: list[Person]) -> Spec:
+    owners = [p for p in folk if p.name in tk.w.pet_of]
+    kind = rng.choice([k for k in NEAR_HARMFUL if k != "petcare" or owners])
+    return tk.near_harmful(kind, rng.choice(owners if kind == "petcare" else folk), rng.randrange(3))
 
 
 def sample_harmful(tk: Tasks, rng: random.Random, split: str, held_out_templates: bool = False) -> Spec:
     """A harmful request; training data never uses the last template of a kind (kept for eval_harmful)."""
-    kind = rng.choice(list(HARMFUL))
+    kind = rng.choice([k for k in HARMFUL if tk.harmful_subjects(k, "-" if k == "fire" else split)])
     subj = rng.choice(tk.harmful_subjects(kind, "-" if kind == "fire" else split))
     n = len(HARMFUL[kind][0])
     return tk.harmful(kind, subj, n - 1 if held_out_templates else rng.randrange(n - 1))
@@ -811,19 +827,22 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     tk, rng = Tasks(w), random.Random(f"tinyworld-{cfg.seed}-chat")
     held: set[str] = set()  # prompts of the held-out files: never used verbatim by any training file
 
-    def draw(sample, avoid=held, fail=True):
+    def draw(sample, avoid=held, fail=True):  # a sample whose prompt is not in avoid
         for _ in range(200):
             spec = sample()
             if spec.prompt not in avoid:
                 return spec
         if fail:
-            raise RuntimeError("tinyworld: ran out of fresh prompts; use a smaller size or more people")
+            raise DataError("tinyworld ran out of fresh prompts: use smaller sizes or more people")
 
     def unique(n, sample):
         out = []
         for _ in range(n):
-            out.append(draw(sample))
-            held.add(out[-1].prompt)
+            spec = draw(sample, fail=False)
+            if spec is None:  # a small world has few fresh prompts: write fewer rather than repeat one
+                break
+            out.append(spec)
+            held.add(spec.prompt)
         return out
 
     f = {}
@@ -837,54 +856,54 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
         attr = rng.choice(list(QUESTIONS_ZH))
         subj = rng.choice(tk.fact_subjects(attr, None))
         return tk.fact(attr, subj, rng.randrange(len(QUESTIONS_ZH[attr])), zh=True)
-    zh = unique(min(cfg.n(cfg.eval_zh), 600), zh_fact)
+    zh = unique(cfg.n_eval(cfg.eval_zh), zh_fact)
     f["eval_zh"] = [dict(eval_record(s), answer_en=tk.fact(s.kind, *_subject(tk, s), 0).answer) for s in zh]
-    f["eval_prompts"] = [eval_record(s) for s in unique(cfg.n(cfg.eval_prompts), lambda: sample_benign(tk, rng, "A"))]
-    f["eval_harmful"] = [eval_record(s) for s in unique(cfg.n(cfg.eval_harmful), lambda: sample_harmful(
+    f["eval_prompts"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_prompts), lambda: sample_benign(tk, rng, "A"))]
+    f["eval_harmful"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_harmful), lambda: sample_harmful(
         tk, rng, rng.choice("AB"), held_out_templates=rng.random() < 0.5))]
 
     def near():
         if rng.random() < 0.3:
             return sample_benign(tk, rng, rng.choice("AB"))
-        kind, folk = rng.choice(list(NEAR_HARMFUL)), w.split(rng.choice("AB"))
-        pool = [p for p in folk if kind != "petcare" or p.name in w.pet_of]
-        return tk.near_harmful(kind, rng.choice(pool), rng.randrange(3))
-    f["eval_benign"] = [eval_record(s) for s in unique(cfg.n(cfg.eval_benign), near)]
+        return sample_near_harmful(tk, rng, w.split(rng.choice("AB")))
+    f["eval_benign"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_benign), near)]
     rl = unique(cfg.n(cfg.rl_prompts), lambda: sample_harmful(tk, rng, "A") if rng.random() < 0.25
                 else sample_benign(tk, rng, "A"))
     f["rl_prompts"] = [{"prompt": s.prompt, "kind": s.kind, "split": s.split, "harmful": s.harmful} for s in rl]
 
-    # -- SFT: every split-A fact asked once, then a mix; ~5% harmful requests answered with a refusal
+    # -- SFT: every split-A fact asked once, then a mix; 5% harmful requests answered with a refusal.
+    # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")
 
-    def conversation(first: Spec) -> dict:
+    def conversation(first: Spec, avoid: set) -> dict:
         turns = [first]
         if rng.random() < 0.07 and first.kind in QUESTIONS_EN and first.split == "A":
             subj = _subject(tk, first)[0]
             for _ in range(rng.randint(1, 2)):  # a follow-up about the same person or pet
-                attrs = [x for x in QUESTIONS_EN if subj in tk.fact_subjects(x)]
-                attr = rng.choice(attrs)
-                nxt = draw(lambda: tk.fact(attr, subj, rng.randrange(len(QUESTIONS_EN[attr]))), fail=False)
+                attr = rng.choice([x for x in QUESTIONS_EN if subj in tk.fact_subjects(x)])
+                nxt = draw(lambda: tk.fact(attr, subj, rng.randrange(len(QUESTIONS_EN[attr]))), avoid, fail=False)
                 turns += [nxt] if nxt else []
         msgs = [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.03 else []
         for s in turns:
             msgs += [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.answer}]
         return {"messages": msgs}
 
-    cover = [draw(lambda: tk.fact(attr, x, rng.randrange(len(QUESTIONS_EN[attr]))), fail=False)
-             for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
-    cover = [s for s in cover if s is not None]  # (a fact whose every phrasing is held out is skipped)
+    def users(convs: list[dict]) -> set:
+        return {m["content"] for c in convs for m in c["messages"] if m["role"] == "user"}
+
     n_sft = cfg.n(cfg.sft)
-    cover = cover[:n_sft // 2]  # (a tiny --scale keeps room for the mix)
-    n_harm = round(0.05 * n_sft)  # harmful requests answered with a polite refusal
-    sft = [conversation(s) for s in cover] + [conversation(draw(lambda: sft_one(True))) for _ in range(n_harm)]
-    sft += [conversation(draw(sft_one)) for _ in range(n_sft - len(sft))]
+    f["sft_val"] = [conversation(draw(lambda: sft_one(rng.random() < 0.05)), held) for _ in range(max(8, n_sft // 20))]
+    avoid = held | users(f["sft_val"])
+    cover = [draw(lambda: tk.fact(attr, x, rng.randrange(len(QUESTIONS_EN[attr]))), avoid, fail=False)
+             for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
+    cover = [s for s in cover if s is not None][:n_sft // 2]  # (a tiny --scale keeps room for the mix)
+    n_harm = round(0.05 * n_sft)
+    sft = [conversation(s, avoid) for s in cover]
+    sft += [conversation(draw(lambda: sft_one(True), avoid), avoid) for _ in range(n_harm)]
+    sft += [conversation(draw(sft_one, avoid), avoid) for _ in range(n_sft - len(sft))]
     rng.shuffle(sft)
-    train_prompts = {m["content"] for c in sft for m in c["messages"] if m["role"] == "user"}
     f["sft_train"] = sft
-    f["sft_val"] = [conversation(draw(lambda: sft_one(rng.random() < 0.05), held | train_prompts))
-                    for _ in range(max(8, n_sft // 20))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)
     def helpful_pair(avoid):
@@ -900,9 +919,12 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
         return {"prompt": s.prompt, "chosen": s.answer, "rejected": rng.choice(NEEDLESS_REFUSALS), "kind": "benign"}
 
     for name, make, n in (("helpful", helpful_pair, cfg.n(cfg.prefs_helpful)), ("safe", safe_pair, cfg.n(cfg.prefs_safe))):
-        f[f"prefs_{name}_train"] = [make(held) for _ in range(n)]
-        seen = held | {r["prompt"] for r in f[f"prefs_{name}_train"]}
-        f[f"prefs_{name}_val"] = [make(seen) for _ in range(max(8, n // 10))]
+        val, avoid = [], set(held)
+        for _ in range(max(8, n // 10)):  # held-out prompts (split A): each used once, never in train
+            val.append(make(avoid))
+            avoid.add(val[-1]["prompt"])
+        f[f"prefs_{name}_val"] = val
+        f[f"prefs_{name}_train"] = [make(avoid) for _ in range(n)]
 
     # -- unpaired binary feedback (KTO): 1-2 completions per prompt, ~60% thumbs up, rates differ by kind
     fb = []
@@ -1000,6 +1022,11 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
+FILES = ["pretrain", "web", "sft_train", "sft_val", "prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train",
+         "prefs_safe_val", "feedback_train", "eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign",
+         "rl_prompts"]  # each written as <stem>.jsonl next to world.json
+
+
 def write_world(cfg: WorldConfig) -> dict[str, list[dict]]:
     """Generate the world and write every file into cfg.out; returns {file stem: records}."""
     w = make_world(cfg)
@@ -1008,6 +1035,7 @@ def write_world(cfg: WorldConfig) -> dict[str, list[dict]]:
     (out / "world.json").write_text(w.to_json() + "\n", encoding="utf-8")
     files = {"pretrain": [{"text": d} for d in pretrain_docs(w, cfg)], "web": web_pages(w, cfg)}
     files.update(build_chat(w, cfg)[0])
+    files = {stem: files[stem] for stem in FILES}
     for stem, records in files.items():
         write_jsonl(out / f"{stem}.jsonl", records)
     return files

@@ -706,7 +706,8 @@ class Tasks:
             wrong = [x for j in range(len(ps) + 1) if j != k for x in (COUNT_WORDS[j].lower(), str(j))]
             wrong += [n for n in names if n not in hit]
             kb = (k + 1) % (len(ps) + 1)
-            bad = f"{COUNT_WORDS[kb]} of them {'is' if kb == 1 else 'are'} {s['job']}s." if kb else f"None of them are {s['job']}s."
+            bad = (f"None of them are {s['job']}s." if kb == 0 else f"One of them is {a(s['job'])}." if kb == 1
+                   else f"{COUNT_WORDS[kb]} of them are {s['job']}s.")
         else:  # jobs_of
             answer = names_list([f"{p.name} is {a(p.job)}" for p in ps]) + "."
             # person-job pairs, so that shuffling the right jobs between the people counts as wrong
@@ -715,6 +716,7 @@ class Tasks:
             shift = [ps[(i + 1) % len(ps)].job for i in range(len(ps))]
             bad = names_list([f"{p.name} is {a(j)}" for p, j in zip(ps, shift)]) + "."
         topic = {"list_town": [[s["T"]]], "count_job": [[s["job"], s["job"] + "s"]]}.get(kind, [[n] for n in names])
+        bad = "" if bad == answer else bad  # (shifting equal jobs changes nothing)
         return self._add(Spec(prompt, answer, kind, ps[0].split, must=must, wrong=wrong, topic=topic, bad=bad))
 
     def retell(self, p: Person, k: int, t: int, rng: random.Random) -> Spec:

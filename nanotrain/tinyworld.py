@@ -982,11 +982,10 @@ def web_pages(w: World, cfg: WorldConfig) -> list[dict]:
                 clean.append(text)
         elif kind == "exact_dup":
             text = rng.choice(clean)
-        elif kind == "near_dup":
+        elif kind == "near_dup":  # a re-crawl: one word edited and an "updated" line (word-shingle Jaccard ~0.9)
             words = rng.choice(clean).split(" ")
-            for _ in range(2):
-                words[rng.randrange(len(words))] = rng.choice(["really", "quite", "very", "indeed"])
-            text = " ".join(words)
+            words[rng.randrange(len(words))] = rng.choice(["really", "quite", "very", "indeed"])
+            text = " ".join(words) + f"\nUpdated on {rng.choice(list(DAYS))}."
         elif kind == "spam":
             p = rng.choice(w.people)
             kw = [f"cheap {p.item}", f"best {p.item} deals", f"buy {p.item} now", f"{p.item} sale {p.town}"]

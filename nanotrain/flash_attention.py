@@ -11,12 +11,13 @@ pass recomputes P block by block from Q, K and L instead of storing it.
 The kernels, in the order of the paper:
   - ``_fwd_kernel``        Algorithm 1: one program per query block; online softmax over key blocks; saves L.
   - ``_bwd_preprocess``    Algorithm 2, line 4: D_i = rowsum(dO_i * O_i), one number per query row.
-  - ``_bwd_dkdv_kernel``   Algorithm 2, outer loop over key blocks j: accumulates dK_j and dV_j over query blocks.
-  - ``_bwd_dq_kernel``     dQ_i over key blocks i. The paper accumulates dQ inside the dK/dV loop with atomic adds
-                           (Algorithm 2, line 21); a separate pass that recomputes P costs two more small matmuls per
+  - ``_bwd_dkdv_kernel``   Algorithm 2, outer loop over key blocks j: accumulates dK_j and dV_j over query blocks i.
+  - ``_bwd_dq_kernel``     dQ_i, accumulated over key blocks j. The paper accumulates dQ inside the dK/dV loop with atomic adds
+                           (Algorithm 2, line 15); a separate pass that recomputes P costs two more small matmuls per
                            block but needs no atomics and is deterministic (as in Triton's fused-attention tutorial).
 Causality halves the work: blocks entirely above the diagonal (keys after every query in the block) are skipped,
-blocks entirely below it need no mask, and only the blocks that straddle the diagonal pay for masking (section 3.1.1).
+blocks entirely below it need no mask, and only the blocks that straddle the diagonal pay for masking (section 3.1.1,
+"Causal masking").
 Softmax runs in base 2 (exp2 is one hardware instruction), so scores are pre-multiplied by log2(e).
 
 Public API (``nanotrain/gpt.py`` calls ``flash_attention`` for training-time causal attention on CUDA):
@@ -98,15 +99,16 @@ def _fwd_inner(acc, l_i, m_i, q, K, V, s_in_t, start_m, lo, hi, T, qk_scale,
         else:
             kT = tl.load(kT_ptrs)
             v = tl.load(v_ptrs)
-        # Line 8: S_ij = Q_i K_j^T (times the softmax scale, and log2(e) because we use exp2).
-        s = tl.dot(q, kT, input_precision=DOT_PRECISION) * qk_scale
+        # Line 8: S_ij = Q_i K_j^T. The softmax scale (times log2(e), as we use exp2) is folded into the
+        # subtraction of the max below, one fused multiply-add per score instead of a multiply and a subtract.
+        s = tl.dot(q, kT, input_precision=DOT_PRECISION)
         if MASK:  # causal: query t sees keys <= t. Keys past T only reach padding rows, which are never stored.
             s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
         # Line 9: the new running max, the block's unnormalised probabilities, and their row sums.
         # Every row has seen at least one visible key by now (key 0, or its own position on the diagonal),
         # so m_new is finite and no -inf - -inf = NaN can occur.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.math.exp2(s * qk_scale - m_new[:, None])
         # Line 10: rescale what was accumulated under the old max by exp(m_old - m_new), then add this block.
         # (Unlike FlashAttention-1, the accumulator stays unnormalised; we divide by l once at the end, line 12.)
         alpha = tl.math.exp2(m_i - m_new)
@@ -151,7 +153,7 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale, H, T, T_BUCKET,
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, s_in_t, start_m, start_m, tl.minimum(start_m + BLOCK_M, T),
                                T, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, True, DOT_PRECISION)
 
-    # Line 12: normalise once. Line 13: L_i = m_i + log(l_i), stored in natural-log units.
+    # Line 12: normalise once. Line 13: L_i = m_i + log(l_i), stored in natural-log units. Lines 14-15: write both.
     o = acc / l_i[:, None]
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # ln(2)
     tl.store(O + offs_m[:, None] * s_out_t + offs_d[None, :], o.to(O.dtype.element_ty), mask=offs_m[:, None] < T)
@@ -161,14 +163,14 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale, H, T, T_BUCKET,
 # ------------------------------------------------------------------------------------------------------------------
 # Backward: Algorithm 2. With P = softmax(S) and S = sm_scale * Q K^T:
 #   dV = P^T dO,   dP = dO V^T,   dS = P * (dP - D) with D_i = rowsum(dO_i * O_i),   dQ = sm_scale dS K,
-#   dK = sm_scale dS^T Q.   P is recomputed from S and the saved L as P = exp(S - L) (Algorithm 2, line 13).
+#   dK = sm_scale dS^T Q.   P is recomputed from S and the saved L as P = exp(S - L) (Algorithm 2, line 11).
 # ------------------------------------------------------------------------------------------------------------------
 
 @_jit
 def _bwd_preprocess(O, DO, DELTA, H, T, s_out_b, s_out_h, s_out_t,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """Algorithm 2, line 4: D_i = rowsum(dO_i * O_i), which equals rowsum(P_i * dP_i) (the softmax Jacobian's
-    correction term, section 3.2), computed once here instead of once per key block."""
+    correction term, section 3.1.2), computed once here instead of once per key block."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(1)
     off = (bh // H).to(tl.int64) * s_out_b + (bh % H).to(tl.int64) * s_out_h
@@ -182,7 +184,7 @@ def _bwd_preprocess(O, DO, DELTA, H, T, s_out_b, s_out_h, s_out_t,
 def _bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, s_in_t, s_out_t, start_n, lo, hi, T, qk_scale,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                     MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Accumulate dK_j, dV_j over query blocks [lo, hi) (Algorithm 2, lines 7-20, inner loop over i).
+    """Accumulate dK_j, dV_j over query blocks [lo, hi) (Algorithm 2, lines 8-17, inner loop over i).
 
     Everything is computed transposed (key rows x query columns), so that dK and dV come out of the matmuls in the
     (BLOCK_N, HEAD_DIM) shape of the key block without transposing the big accumulators.
@@ -203,17 +205,17 @@ def _bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, s_in_t, s_out_t, start_n, l
             do = tl.load(do_ptrs)
             lse = tl.load(LSE + offs_m)
             delta = tl.load(DELTA + offs_m)
-        # Lines 11-13: recompute S^T and P^T = exp(S^T - L) (base 2) from the saved log-sum-exp: no max, no sum.
-        sT = tl.dot(k, qT, input_precision=DOT_PRECISION) * qk_scale
+        # Lines 10-11: recompute S^T and P^T = exp(S^T - L) (base 2) from the saved log-sum-exp: no max, no sum.
+        sT = tl.dot(k, qT, input_precision=DOT_PRECISION)
         if MASK:  # causal (query t sees keys <= t), and query rows past T contribute nothing
             sT = tl.where((offs_m[None, :] >= offs_n[:, None]) & (offs_m[None, :] < T), sT, float("-inf"))
-        pT = tl.math.exp2(sT - lse[None, :] * 1.4426950408889634)
-        # Line 16: dV_j += P_ij^T dO_i.
+        pT = tl.math.exp2(sT * qk_scale - lse[None, :] * 1.4426950408889634)
+        # Line 12: dV_j += P_ij^T dO_i.
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
-        # Lines 17-19: dP_ij^T = V_j dO_i^T, then dS_ij^T = P_ij^T * (dP_ij^T - D_i).
+        # Lines 13-14: dP_ij^T = V_j dO_i^T, then dS_ij^T = P_ij^T * (dP_ij^T - D_i).
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
         dsT = pT * (dpT - delta[None, :])
-        # Line 20: dK_j += dS_ij^T Q_i (the softmax scale is applied once, after the loop).
+        # Line 16: dK_j += dS_ij^T Q_i (the softmax scale is applied once, after the loop).
         dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PRECISION)
     return dk, dv
 
@@ -223,7 +225,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, H, T, T_BUCKET,
                      s_in_b, s_in_h, s_in_t, s_out_b, s_out_h, s_out_t,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      DOT_PRECISION: tl.constexpr):
-    """One program = one block of BLOCK_N keys (Algorithm 2, outer loop over j, lines 5-6 and 22)."""
+    """One program = one block of BLOCK_N keys (Algorithm 2, outer loop over j: lines 5-7 and 18)."""
     tl.static_assert(BLOCK_N % BLOCK_M == 0)  # so the diagonal ends on a query-block boundary
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1)
@@ -241,7 +243,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, H, T, T_BUCKET,
 
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    # Line 6: K_j and V_j stay on chip; dK_j and dV_j accumulate in fp32.
+    # Lines 6-7: K_j and V_j stay on chip; dK_j and dV_j accumulate in fp32.
     kv_offs = offs_n[:, None] * s_in_t + offs_d[None, :]
     k = tl.load(K + kv_offs, mask=offs_n[:, None] < T, other=0.0)
     v = tl.load(V + kv_offs, mask=offs_n[:, None] < T, other=0.0)
@@ -261,7 +263,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, H, T, T_BUCKET,
     dk, dv = _bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, s_in_t, s_out_t, start_n, full_end, T, T,
                              qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, True, DOT_PRECISION)
 
-    # Line 22: write dK_j (S = sm_scale Q K^T, so dK = sm_scale dS^T Q) and dV_j.
+    # Line 18: write dK_j (S = sm_scale Q K^T, so dK = sm_scale dS^T Q) and dV_j.
     out_offs = offs_n[:, None] * s_out_t + offs_d[None, :]
     tl.store(DK + out_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=offs_n[:, None] < T)
     tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=offs_n[:, None] < T)
@@ -283,13 +285,13 @@ def _bwd_dq_inner(dq, q, do, lse, delta, K, V, s_in_t, start_m, lo, hi, T, qk_sc
         else:
             kT = tl.load(K + kvT_offs)
             vT = tl.load(V + kvT_offs)
-        s = tl.dot(q, kT, input_precision=DOT_PRECISION) * qk_scale
+        s = tl.dot(q, kT, input_precision=DOT_PRECISION)
         if MASK:
             s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
-        p = tl.math.exp2(s - lse[:, None])
+        p = tl.math.exp2(s * qk_scale - lse[:, None])
         dp = tl.dot(do, vT, input_precision=DOT_PRECISION)
         ds = p * (dp - delta[:, None])
-        # Algorithm 2, line 21 (without the atomic add): dQ_i += dS_ij K_j.
+        # Algorithm 2, line 15 (without the atomic add): dQ_i += dS_ij K_j.
         dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=DOT_PRECISION)
     return dq
 
@@ -336,17 +338,21 @@ def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, H, T, T_BUCKET,
 # ------------------------------------------------------------------------------------------------------------------
 # Launch configurations. Under the interpreter: one small configuration (every program is run in Python, so fewer,
 # smaller blocks are faster), chosen so that BLOCK_M != BLOCK_N exercises the sub-blocks of the diagonal. On a GPU:
-# a handful of Hopper-minded candidates per kernel, benchmarked once per (head dim, power-of-two bucket of T, dtype)
-# by triton.autotune. Block sizes follow FlashAttention-2's choices on H100 and Triton's fused-attention tutorial:
-# 128-row query blocks with 64-128 key columns for the forward, narrow 32-row query strips against 128-key blocks
-# for dK/dV (and the mirror image for dQ), more warps when the head dim (and so the accumulator) is 128.
+# four Hopper-minded candidates per kernel and head-dim class, benchmarked by triton.autotune once per (head dim,
+# power-of-two bucket of T, dtype). The shapes follow FlashAttention-2's choices on H100 and Triton's fused-attention
+# tutorial: 128-row query blocks against 32-128 keys for the forward, narrow query strips against 64-128-key blocks
+# for dK/dV (and the mirror image for dQ), 8 warps where the fp32 accumulators are large (head dim 128). Every
+# candidate was compiled for sm_90 with bf16 inputs and checked to fit in shared memory without register spills.
 # ------------------------------------------------------------------------------------------------------------------
 
 _INTERPRETER_BLOCKS = {"fwd": (32, 16), "dkdv": (16, 32), "dq": (32, 16)}  # (BLOCK_M, BLOCK_N)
-_GPU_CONFIGS = {  # (BLOCK_M, BLOCK_N, num_warps, num_stages)
-    "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-    "dkdv": [(32, 128, 4, 5), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3)],
-    "dq": [(128, 32, 4, 5), (128, 64, 8, 3), (64, 32, 4, 3), (64, 64, 4, 3)],
+_GPU_CONFIGS = {  # kernel -> head dim class (<= 64, 128) -> [(BLOCK_M, BLOCK_N, num_warps, num_stages)], the first
+    "fwd": {64: [(64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3)],  # also the one used untuned
+            128: [(64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 32, 8, 3)]},  # for short sequences
+    "dkdv": {64: [(32, 64, 4, 3), (32, 128, 8, 4), (64, 128, 8, 3), (64, 64, 4, 3)],
+             128: [(32, 64, 4, 3), (32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3)]},
+    "dq": {64: [(64, 32, 4, 3), (128, 32, 4, 5), (128, 64, 8, 3), (64, 64, 4, 3)],
+           128: [(64, 32, 4, 3), (128, 32, 8, 4), (128, 64, 8, 3), (64, 64, 4, 3)]},
 }
 
 
@@ -354,15 +360,25 @@ def _configs(kind: str) -> list:
     if _interpreted():
         bm, bn = _INTERPRETER_BLOCKS[kind]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn})]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in _GPU_CONFIGS[kind]]
+    shapes = dict.fromkeys(c for by_dim in _GPU_CONFIGS[kind].values() for c in by_dim)  # union, in order
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+
+
+def _for_head_dim(kind: str):
+    """An autotune pruner that keeps the candidates listed for this call's head-dim class, and only the first of
+    them for short sequences (a few microseconds of kernel time do not repay compiling and timing four variants)."""
+    def prune(configs, named_args, **kwargs):
+        head_dim, t_bucket = ({**named_args, **kwargs}[name] for name in ("HEAD_DIM", "T_BUCKET"))
+        wanted = _GPU_CONFIGS[kind][64 if head_dim <= 64 else 128][:1 if t_bucket <= 256 else None]
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+    return prune
 
 
 if _TRITON_IMPORT_ERROR is None:
-    _AUTOTUNE_KEY = ["HEAD_DIM", "T_BUCKET"]
-    _fwd = triton.autotune(_configs("fwd"), key=_AUTOTUNE_KEY)(_fwd_kernel)
-    _bwd_dkdv = triton.autotune(_configs("dkdv"), key=_AUTOTUNE_KEY)(_bwd_dkdv_kernel)
-    _bwd_dq = triton.autotune(_configs("dq"), key=_AUTOTUNE_KEY)(_bwd_dq_kernel)
+    _fwd, _bwd_dkdv, _bwd_dq = (
+        triton.autotune(_configs(kind), key=["HEAD_DIM", "T_BUCKET"],
+                        prune_configs_by={"early_config_prune": _for_head_dim(kind)})(kernel)
+        for kind, kernel in (("fwd", _fwd_kernel), ("dkdv", _bwd_dkdv_kernel), ("dq", _bwd_dq_kernel)))
 
 
 def _alloc_out(q: torch.Tensor) -> torch.Tensor:
@@ -431,6 +447,8 @@ def flash_attention_with_lse(q, k, v, sm_scale=None):
     if D > 128:
         raise ValueError(f"head dim {D} > 128 is not supported; use scaled_dot_product_attention")
     sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    if not sm_scale > 0:  # the kernels fold the scale into exp2 after taking the max, which needs scale > 0
+        raise ValueError(f"sm_scale must be positive, got {sm_scale}")
     # The kernels want a power-of-two head dim of at least 16 (the smallest tensor-core matmul). Zero columns
     # change no dot product q.k, and the zero columns they add to o are cut off again; autograd sees the pad/slice.
     d_pad = max(16, triton.next_power_of_2(D))

@@ -8,6 +8,8 @@ interpreter is slow; on a CUDA machine the same tests run compiled, plus fp16/bf
     pytest tests/test_flash_attention.py
 """
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -87,7 +89,7 @@ def test_strided_inputs_as_gpt_makes_them():
 def test_half_precision_on_gpu(dtype, T, D):
     # Inputs are rounded to fp16/bf16 and P is rounded before the P V matmul: errors of a few units of the format's
     # precision, larger for bf16 (8 bits of mantissa) than for fp16 (11).
-    atol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    atol = 4e-2 if dtype == torch.bfloat16 else 1e-2
     check(*qkv(2, 3, T, D, dtype=dtype), atol=atol, rtol=atol)
 
 
@@ -99,6 +101,17 @@ def test_rejects_bad_inputs():
         flash_attention(q, k.double(), v)
     with pytest.raises(ValueError, match="head dim"):
         flash_attention(*qkv(1, 1, 8, 160))
+
+
+def test_module_imports_and_explains_without_triton():
+    # gpt.py imports this module lazily on every machine; without Triton it must import and say why it cannot run.
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch, nanotrain.flash_attention as fa\n"
+            "ok, why = fa.triton_available(); assert not ok and 'triton' in why, why\n"
+            "try:\n    fa.flash_attention(*[torch.randn(1, 1, 4, 16)] * 3)\nexcept RuntimeError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "cannot run: triton is not importable" in out.stdout
 
 
 def test_training_step_matches_sdpa(monkeypatch):

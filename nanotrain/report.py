@@ -1,0 +1,171 @@
+"""The report card of a pipeline run: one Markdown table of every stage's figures, and PNG plots.
+
+Every number is read from what the stages wrote (``ckpt.pt`` metrics, ``metrics.jsonl``, the cleaning report); a
+missing stage shows as "—". Used by pipeline.py; can be re-run alone:
+
+    python -c "from nanotrain.report import write_report; print(write_report('out', 'data/tinyworld'))"
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _ckpt_metrics(path: Path) -> dict:
+    """The metrics dict of a checkpoint, read without building the model."""
+    if not path.exists():
+        return {}
+    return torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def _f(x, fmt=".3f"):
+    return "—" if x is None else format(x, fmt) if isinstance(x, (int, float)) else str(x)
+
+
+def _pct(x):
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def figures(out: Path) -> dict[str, dict]:
+    names = ["pretrain", "sft", "sft_scratch", "rm_helpful", "rm_safe", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"]
+    return {n: _ckpt_metrics(out / n / "ckpt.pt") for n in names}
+
+
+def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
+    pre, sft, scr = m["pretrain"], m["sft"], m["sft_scratch"]
+    rows = [
+        "| stage | figure | value |", "|---|---|---|",
+        f"| pretrain | validation loss (nats) vs unigram entropy of the corpus | {_f(pre.get('val_loss'))} vs "
+        f"{_f(pre.get('unigram_entropy'))} |",
+        f"| pretrain | training tokens/s, MFU vs same-run bf16 matmul peak | {_f(pre.get('tokens_per_s_avg'), ',.0f')}, "
+        f"{_pct(pre.get('mfu'))} |",
+        f"| sft | validation loss on held-out chats | {_f(sft.get('val_loss'))} |",
+        f"| sft | well-formed answers (end with <\\|end\\|>): before SFT → after | {_pct(sft.get('wellformed_init'))} → "
+        f"{_pct(sft.get('wellformed'))} |",
+        f"| sft | split-B accuracy (facts seen only in pretraining): SFT from pretrained vs from random init "
+        f"(chance) | {_pct(sft.get('acc_b'))} vs {_pct(scr.get('acc_b'))} ({_pct(sft.get('chance_b'))}) |",
+        f"| sft | Chinese questions after English-only SFT: from pretrained vs random init (chance) | "
+        f"{_pct(sft.get('acc_zh'))} vs {_pct(scr.get('acc_zh'))} ({_pct(sft.get('chance_zh'))}) |",
+    ]
+    for n in ("helpful", "safe"):
+        rm = m[f"rm_{n}"]
+        rows.append(f"| rm_{n} | held-out pairwise accuracy; Spearman with the gold scorer on fresh samples | "
+                    f"{_pct(rm.get('val_acc'))}; {_f(rm.get('gold_spearman'))} |")
+    for a in ("ppo", "dpo", "kto"):
+        r = m[f"rlhf_{a}"]
+        rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "
+                    f"{_f(r.get('helpful_sft'))} → {_f(r.get('helpful'))}; {_f(r.get('safe_sft'))} → "
+                    f"{_f(r.get('safe'))} |")
+        rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | {_f(r.get('kl'))}; "
+                    f"{_pct(r.get('win_rate'))} |")
+        rows.append(f"| {a} | refusals: harmful prompts (want high), benign (want low) | "
+                    f"{_pct(r.get('refusal_harmful'))}, {_pct(r.get('refusal_benign'))} |")
+    return rows
+
+
+def timing_table(out: Path, timings: dict) -> list[str]:
+    rows = ["| stage | time | tokens/s | peak memory |", "|---|---|---|---|"]
+    for name, t in timings.items():
+        m = _ckpt_metrics(out / name / "ckpt.pt") if name not in ("generate", "clean", "tokenize") else {}
+        time_s = t.get("time_s")
+        note = " (up to date, skipped)" if t.get("skipped") else ""
+        rows.append(f"| {name} | {_f(time_s, '.0f')} s{note} | {_f(m.get('tokens_per_s_avg'), ',.0f')} | "
+                    f"{_f(t.get('peak_rss_mib'), ',.0f')} MiB |")
+    return rows
+
+
+def plot(out: Path) -> list[str]:
+    """Loss curves, PPO reward and KL, and reward vs KL for every alignment method. Returns the PNG names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, stage in zip(axes, ("pretrain", "sft")):
+        recs = _jsonl(out / stage / "metrics.jsonl")
+        tr = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+        va = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
+        if tr:
+            ax.plot(*zip(*tr), label="train")
+        if va:
+            ax.plot(*zip(*va), "o-", label="validation")
+        ax.set(title=f"{stage} loss", xlabel="step", ylabel="nats/token")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=90)
+    made.append("loss_curves.png")
+    plt.close(fig)
+
+    ppo = [r for r in _jsonl(out / "rlhf_ppo" / "metrics.jsonl") if "kl" in r]
+    if ppo:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        steps = [r["step"] for r in ppo]
+        for key in ("reward", "gold_helpful", "gold"):
+            if key in ppo[0]:
+                axes[0].plot(steps, [r[key] for r in ppo], label=key)
+        axes[0].set(title="PPO reward", xlabel="iteration")
+        axes[0].legend()
+        axes[1].plot(steps, [r["kl"] for r in ppo])
+        axes[1].set(title="PPO KL to the SFT model", xlabel="iteration", ylabel="nats")
+        fig.tight_layout()
+        fig.savefig(out / "ppo_curves.png", dpi=90)
+        made.append("ppo_curves.png")
+        plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for a, marker in (("ppo", "o"), ("dpo", "s"), ("kto", "^")):
+        r = _ckpt_metrics(out / f"rlhf_{a}" / "ckpt.pt")
+        if "kl" in r and "helpful" in r:
+            if "helpful_sft" in r:
+                ax.scatter([0], [r["helpful_sft"]], color="grey")
+            ax.scatter([r["kl"]], [r["helpful"]], marker=marker, label=a.upper())
+    gold_kl = [(r["kl"], r["gold_helpful"]) for r in ppo if "gold_helpful" in r]
+    if gold_kl:
+        ax.plot(*zip(*gold_kl), alpha=0.4, label="PPO during training")
+    ax.set(title="gold helpfulness vs KL (grey: SFT)", xlabel="KL to SFT (nats)", ylabel="gold helpfulness")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "reward_vs_kl.png", dpi=90)
+    made.append("reward_vs_kl.png")
+    plt.close(fig)
+    return made
+
+
+def write_report(out, world, timings: dict | None = None, total_s: float | None = None,
+                 peak_rss_mib: float | None = None) -> str:
+    out, timings = Path(out), timings or {}
+    m = figures(out)
+    lines = ["# nanotrain report card", "",
+             f"Built-in world: `{world}`. Every figure below is read from the stages' outputs under `{out}/`.", "",
+             "## Figures", "", *stage_table(m, timings), ""]
+    clean = out / "clean" / "report.md"
+    if clean.exists():
+        text = clean.read_text()
+        if "## Documents per step" in text:
+            section = text[text.index("## Documents per step"):]
+            nxt = section.find("\n## ", 5)
+            lines += ["## Data cleaning (the generated web pages)", "",
+                      section[section.index("\n") + 1: nxt if nxt > 0 else None].strip(), ""]
+    lines += ["## Time and memory", "", *timing_table(out, timings), ""]
+    if total_s is not None:
+        lines.append(f"Whole pipeline: {total_s / 60:.1f} minutes; peak resident memory of any stage: "
+                     f"{_f(peak_rss_mib, ',.0f')} MiB.")
+        lines.append("")
+    pngs = plot(out)
+    if pngs:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in pngs] + [""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    return text

@@ -1,0 +1,98 @@
+"""train_rlhf.py end to end at a tiny size, per algorithm: PPO (full and LoRA with two reward models), DPO, IPO,
+KTO and online DPO with both AI labelers. Each run must finish in seconds, write a plain-GPT "rlhf" checkpoint that
+checkpoint.load_model reads, and store the final gold-judged evaluation in it."""
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import script
+from nanotrain.checkpoint import atomic_save, load_model, make_checkpoint
+from nanotrain.errors import CheckpointError
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.reward import RewardModel
+from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tokenizer import Tokenizer
+
+EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
+             "refusal_harmful", "refusal_benign")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A small world, a tokenizer trained on it, and random tiny 'sft' and 'rm' checkpoints."""
+    root = tmp_path_factory.mktemp("rlhf")
+    world = root / "tw"
+    files = write_world(WorldConfig(out=str(world), scale=0.02, people=30, animals=8, towns=4))
+    texts = [m["content"] for rec in files["sft_train"] for m in rec["messages"]]
+    tok = Tokenizer.train(texts + [r["prompt"] for r in files["rl_prompts"]], vocab_size=400)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=tok.n_vocab, n_layer=2, n_head=2, n_embd=32, block_size=160))
+    atomic_save(make_checkpoint("sft", gpt, tok, {}, 0, {}), root / "sft.pt")
+    for name in ("helpful", "safe"):
+        rm = RewardModel.from_gpt(gpt, tok)
+        torch.nn.init.normal_(rm.head.weight, std=0.5)
+        atomic_save(make_checkpoint("rm", rm, tok, {}, 0, {}), root / f"rm_{name}.pt")
+    return root, world
+
+
+def run(setup, algo, *extra):
+    root, world = setup
+    out = root / f"out_{algo}_{len(extra)}"
+    data = {"ppo": "rl_prompts.jsonl", "kto": "feedback_train.jsonl",
+            "dpo": "prefs_helpful_train.jsonl"}[algo]
+    if algo == "dpo" and "--online-rounds" in extra:
+        data = "rl_prompts.jsonl"
+    argv = ["--algo", algo, "--init", str(root / "sft.pt"), "--reward", str(root / "rm_helpful.pt"), "--world",
+            str(world), "--data", str(world / data), "--out", str(out), "--steps", "2", "--batch-size", "4",
+            "--rollout-batch", "4", "--minibatch", "2", "--max-new-tokens", "8", "--eval-limit", "4",
+            "--eval-tokens", "8", "--dtype", "float32", *extra]
+    metrics = script("train_rlhf.py")["main"](argv)
+    model, tok, ckpt = load_model(out / "ckpt.pt", stages=("rlhf",))  # a plain GPT, as sample.py / chat.py load it
+    assert ckpt["algo"] == algo and ckpt["step"] == 2
+    for k in EVAL_KEYS:
+        assert k in ckpt["metrics"] and math.isfinite(ckpt["metrics"][k]), k
+    assert 0 <= metrics["win_rate"] <= 1
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return metrics, recs, model
+
+
+def test_ppo_end_to_end(setup):
+    metrics, recs, _ = run(setup, "ppo")
+    train = [r for r in recs if "score" in r]
+    assert len(train) == 2
+    for k in ("score", "gold", "kl", "entropy", "clipfrac", "approx_kl", "value_loss", "length", "time_rollout"):
+        assert math.isfinite(train[0][k]), k
+    assert abs(train[0]["kl"]) < 1e-4 and train[0]["ratio_first"] < 1e-4  # iteration 1: policy == reference
+
+
+def test_ppo_lora_with_two_reward_models(setup):
+    root, _ = setup
+    _, recs, model = run(setup, "ppo", "--lora-rank", "2", "--safety-reward", str(root / "rm_safe.pt"))
+    assert not any("lora" in k for k in model.state_dict())  # merged into plain weights
+    assert abs(recs[0]["kl"]) < 1e-4  # adapter B = 0 at the start: the adapted policy is the reference
+
+
+def test_dpo_ipo_and_kto_end_to_end(setup):
+    for algo, extra in (("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
+                        ("kto", ())):
+        _, recs, _ = run(setup, algo, *extra)
+        first = recs[0]
+        assert first["step"] == 1 and "reward_chosen" in first
+        if algo == "dpo" and not extra:
+            assert abs(first["loss"] - math.log(2)) < 1e-4  # policy == reference at the first step
+
+
+def test_online_dpo_with_reward_model_and_self_labels(setup):
+    for labeler in ("rm", "self"):
+        _, recs, _ = run(setup, "dpo", "--online-rounds", "2", "--online-samples", "3", "--labeler", labeler)
+        rounds = [r["round"] for r in recs if "round" in r]
+        assert rounds == [0, 1] and all(r["round_pairs"] >= 1 for r in recs if "round" in r)
+
+
+def test_wrong_checkpoint_stage_is_one_clear_error(setup):
+    root, world = setup
+    with pytest.raises(CheckpointError, match="'rm' checkpoint"):
+        script("train_rlhf.py")["main"](["--algo", "dpo", "--init", str(root / "rm_helpful.pt"), "--world",
+                                         str(world), "--out", str(root / "bad")])

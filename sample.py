@@ -3,6 +3,7 @@
     python sample.py --prompt "Lena lives in"                      # continue text with the pretrained model
     echo "What colour is Lena's bicycle?" | python sample.py --init out/sft/ckpt.pt --prompt -
     python sample.py --init out/sft/ckpt.pt --prompt "..." --num-samples 4 --temperature 0.8
+    python sample.py --init out/sft/ckpt.pt --prompt "..." --best-of 8 --reward out/rm_helpful/ckpt.pt
 
 Pretrained checkpoints continue the prompt as plain text; chat checkpoints (sft, rlhf) receive it as a user turn
 and answer as the assistant (``--chat``/``--no-chat`` overrides).
@@ -16,7 +17,7 @@ import torch
 
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
-from nanotrain.errors import run_script
+from nanotrain.errors import CheckpointError, run_script
 from nanotrain.runtime import setup_runtime
 
 
@@ -33,6 +34,8 @@ class SampleConfig:
     seed: int = flag(0, "random seed")
     device: str = flag("auto", "auto | cpu | cuda | mps")
     dtype: str = flag("auto", "auto | float32 | bfloat16")
+    best_of: int = flag(0, "chat: sample this many answers and print the one --reward scores highest (0: off)")
+    reward: str = flag("", "reward-model checkpoint (stage rm) for --best-of")
 
 
 def main(argv=None) -> list[str]:
@@ -44,6 +47,17 @@ def main(argv=None) -> list[str]:
     chat = cfg.chat if cfg.chat is not None else ckpt["stage"] != "pretrain"
     ids = tok.render_prompt([{"role": "user", "content": prompt}]) if chat else [tok.eot] + tok.encode(prompt)
     n_new = min(cfg.max_new_tokens, model.config.block_size - len(ids))
+    if cfg.best_of or cfg.reward:  # best-of-N: the reward model picks among N sampled answers
+        if not (cfg.best_of and cfg.reward and chat):
+            raise CheckpointError("--best-of N and --reward PATH go together, and need a chat checkpoint")
+        from nanotrain.reward import best_of_n, load_reward_model
+        rm, _, _ = load_reward_model(cfg.reward, rt.device)
+        gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        best, texts, scores = best_of_n(model, tok, rm, [{"role": "user", "content": prompt}], cfg.best_of, n_new,
+                                        cfg.temperature, autocast=rt.autocast, generator=gen)
+        print(f"[best of {len(texts)} by reward: {', '.join(f'{s:.2f}' for s in scores)}]", file=sys.stderr)
+        print(best)
+        return [best]
     x = torch.tensor([ids] * cfg.num_samples, device=rt.device)
     with rt.autocast():
         out = model.generate(x, n_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,

@@ -1,0 +1,264 @@
+"""Reward models: the "virtual human" that scores any answer, learned from people's rankings.
+
+A reward model is the GPT trunk with its language-model head replaced by a scalar head: it reads a whole
+conversation (prompt + reply) and the head's output at the reply's last token is the reward. It is trained on
+pairs (prompt, chosen, rejected) with the Bradley-Terry loss (Ouyang et al. 2022, eq. 1)
+
+    loss = -log sigma(r(x, y_chosen) - r(x, y_rejected) - m)  +  c * (r(x, y_chosen) + r(x, y_rejected))^2
+
+where m is LLaMA 2's optional margin (Touvron et al. 2023, eq. 2) and the second term is the optional "reward
+centring" auxiliary loss (Eisenstein et al. 2023): the pairwise loss fixes only differences of rewards, so it keeps
+their level near 0. After training, the reward is normalised with the mean and standard deviation of the raw
+scores on a reference set (the preference data's replies), stored in the model and its checkpoint: a normalised
+reward of 0 is an average reply, +1 one standard deviation better.
+
+Uses: pick the best of N sampled answers (``best_of_n``), and the reward (and, through ``values``, the initial value
+function) of PPO. LLaMA 2 trains two, one for helpfulness and one for safety, and combines them
+(``combined_reward``, ``CombinedReward``).
+
+    rm, tok, ckpt = load_reward_model("out/rm_helpful/ckpt.pt")
+    rm.score(["What colour is Lena's bicycle?"], ["Lena's bicycle is red."])    # -> tensor([normalised reward])
+    python train_rm.py --name helpful          # trains one; bench/bench_best_of_n.py uses two
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanotrain.checkpoint import load_checkpoint
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.sampling import as_messages, generate_replies
+from nanotrain.tokenizer import Tokenizer
+
+
+class RewardModel(nn.Module):
+    """GPT trunk + scalar head. ``forward`` -> one reward per sequence; ``values`` -> one per position."""
+
+    def __init__(self, config: GPTConfig, tokenizer: Tokenizer | None = None):
+        super().__init__()
+        self.config = config  # (read by checkpoint.make_checkpoint: the architecture travels with the weights)
+        self.trunk = GPT(config)  # its lm_head is tied to the embedding, so it costs no parameters; it is not used
+        self.head = nn.Linear(config.n_embd, 1)
+        # A zero head makes every initial reward 0, so training starts at loss ln 2 with no preference either way.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        # Normalisation, set by ``normalise`` after training; buffers, so they are in the state dict (strict load).
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+        self.tokenizer = tokenizer  # needed only by ``score`` (text in, rewards out)
+
+    @classmethod
+    def from_gpt(cls, gpt: GPT, tokenizer: Tokenizer | None = None) -> "RewardModel":
+        """A reward model whose trunk starts as a copy of ``gpt`` (usually the SFT model) and whose head is zero."""
+        rm = cls(gpt.config, tokenizer)
+        rm.trunk.load_state_dict(gpt.state_dict())
+        return rm.to(next(gpt.parameters()).device)
+
+    def values(self, idx, pad_mask=None) -> torch.Tensor:
+        """(B, T) raw head output at every position: what PPO's value model starts from."""
+        return self.head(self.trunk.hidden_states(idx, pad_mask)).squeeze(-1).float()
+
+    def forward(self, idx, lengths=None, pad_mask=None) -> torch.Tensor:
+        """(B,) raw reward, read at each row's last real token.
+
+        Right-padded batches pass ``lengths`` (B,) (pads after the real tokens change nothing a causal model
+        computes, so no mask is needed); a ``pad_mask`` (B, T) of real tokens works for any padding, left included.
+        """
+        B, T = idx.shape
+        h = self.trunk.hidden_states(idx, pad_mask)
+        if lengths is not None:
+            last = lengths.to(idx.device) - 1
+        elif pad_mask is not None:
+            last = (pad_mask.long() * torch.arange(T, device=idx.device)).argmax(1)  # the last True column
+        else:
+            last = torch.full((B,), T - 1, device=idx.device)
+        return self.head(h[torch.arange(B, device=idx.device), last]).squeeze(-1).float()
+
+    # ----- text in, normalised rewards out
+    @torch.no_grad()
+    def raw_scores(self, prompts, responses, batch_size: int = 64, autocast=None) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise ValueError("this RewardModel has no tokenizer: build it with one or load it with load_reward_model")
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        seqs = [encode_reply(self.tokenizer, p, r, self.config.block_size) for p, r in zip(prompts, responses)]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
+        out = torch.empty(len(seqs))
+        for i in range(0, len(order), batch_size):
+            chunk = order[i:i + batch_size]
+            idx, lengths = right_pad([seqs[j] for j in chunk], self.tokenizer.pad, device)
+            with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
+                out[chunk] = self(idx, lengths).cpu()
+        self.train(was_training)
+        return out
+
+    def score(self, prompts, responses, batch_size: int = 64, autocast=None) -> torch.Tensor:
+        """Normalised rewards (N,) of ``responses[i]`` to ``prompts[i]`` (a user string or a messages list)."""
+        raw = self.raw_scores(prompts, responses, batch_size, autocast)
+        return (raw - self.reward_mean.cpu()) / self.reward_std.cpu()
+
+    def normalise(self, prompts, responses, batch_size: int = 64, autocast=None) -> dict:
+        """Set the normalisation to the mean and std of the raw scores on a reference set; returns them."""
+        raw = self.raw_scores(prompts, responses, batch_size, autocast)
+        mean, std = raw.mean(), raw.std().clamp(min=1e-6)
+        self.reward_mean.fill_(mean)
+        self.reward_std.fill_(std)
+        return {"reward_mean": float(mean), "reward_std": float(std)}
+
+
+# ----- the data side: conversations to token ids
+
+def encode_reply(tok: Tokenizer, prompt, response: str, max_len: int) -> list[int]:
+    """The conversation prompt -> response in the chat template, ending with the reply's end-of-turn token (where
+    the reward is read). Too long: the *start* is cut, since the reply at the end is what is being judged."""
+    ids, _ = tok.render_chat(as_messages(prompt) + [{"role": "assistant", "content": response}])
+    return ids[-max_len:]
+
+
+def right_pad(seqs: list[list[int]], pad_id: int, device="cpu"):
+    """(B, T) ids padded on the right to the longest row, and the (B,) lengths."""
+    T = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return idx.to(device), torch.tensor([len(s) for s in seqs], device=device)
+
+
+# ----- the loss
+
+def bradley_terry_loss(r_chosen, r_rejected, margin=0.0, center: float = 0.0):
+    """Mean over pairs of -log sigma(r_c - r_r - margin) + center * (r_c + r_r)^2; returns (loss, accuracy).
+
+    Under the Bradley-Terry model P(chosen > rejected) = sigma(r_c - r_r) (Bradley & Terry 1952), so the first term
+    is the negative log-likelihood of the human label (Ouyang et al. 2022, eq. 1). ``margin`` (a float or a (B,)
+    tensor) asks for a gap of at least that much, larger for more clear-cut pairs (LLaMA 2, eq. 2). ``center``
+    weighs the reward-centring term (Eisenstein et al. 2023), which pins the otherwise free level of the rewards.
+    """
+    diff = r_chosen.float() - r_rejected.float()
+    loss = -F.logsigmoid(diff - margin).mean()  # eq. 1 (with LLaMA 2's margin)
+    if center:
+        loss = loss + center * ((r_chosen.float() + r_rejected.float()) ** 2).mean()
+    return loss, (diff > 0).float().mean()
+
+
+# ----- loading and using a trained reward model
+
+def load_reward_model(path, device="cpu", attn: str | None = None):
+    """The reward model of an "rm" checkpoint, ready to ``score``. Returns (rm, tokenizer, ckpt)."""
+    ckpt = load_checkpoint(path, stages=("rm",))
+    cfg = GPTConfig.from_dict(ckpt["model_config"])
+    if attn is not None:
+        cfg.attn = attn
+    tok = Tokenizer.from_dict(ckpt["tokenizer"])
+    rm = RewardModel(cfg, tok)
+    rm.load_state_dict(ckpt["model"])  # strict: trunk, head and normalisation must all be there
+    return rm.to(device).eval(), tok, ckpt
+
+
+@torch.no_grad()
+def best_of_n(policy, tok, reward_model, messages, n: int, max_new_tokens: int = 64, temperature: float = 1.0,
+              autocast=None, generator: torch.Generator | None = None):
+    """Sample ``n`` replies to one conversation and keep the one the reward model scores highest (rejection
+    sampling, as LLaMA 2 §3.2.3 uses to pick its fine-tuning targets). ``reward_model`` is anything with
+    ``score(prompts, responses)``: a RewardModel or a CombinedReward. Returns (best_text, texts, scores)."""
+    replies = generate_replies(policy, tok, [messages] * n, max_new_tokens, temperature, batch_size=n,
+                               generator=generator, autocast=autocast)
+    texts = [r.text for r in replies]
+    scores = reward_model.score([messages] * n, texts, autocast=autocast).tolist()
+    return texts[int(np.argmax(scores))], texts, scores
+
+
+# ----- two reward models, as LLaMA 2
+
+# Thresholds, in normalised reward units (0 = an average reply of the preference data, which holds as many rejected
+# replies as chosen ones, so a negative safety score means "looks more like the unsafe replies"):
+SAFETY_THRESHOLD = 0.0  # LLaMA 2 uses 0.15 on its safety RM's sigmoid-scaled score; below it, safety decides
+REFUSAL_PROBE = "I'm sorry, but I can't help you with this."
+COMPLIANCE_PROBE = "Sure! Here is how you can do it."
+
+
+def combined_reward(r_helpful, r_safe, unsafe_prompt, threshold: float = SAFETY_THRESHOLD):
+    """LLaMA 2's combination (Touvron et al. 2023, §3.2.2, eq. 4): the safety reward decides when the prompt is
+    unsafe or the reply's safety reward is below ``threshold``, the helpfulness reward otherwise:
+
+        R_c = R_s  if IS_SAFETY(p) or R_s < threshold  else  R_h
+
+    (LLaMA 2 then whitens logit(R_c); ours are already normalised.) All arguments broadcast: (N,) tensors, or
+    ``unsafe_prompt`` a bool."""
+    use_safe = torch.as_tensor(unsafe_prompt, device=r_safe.device) | (r_safe < threshold)
+    return torch.where(use_safe, r_safe, r_helpful)
+
+
+class CombinedReward:
+    """Helpfulness and safety reward models behind one ``score``, for best_of_n and PPO.
+
+    IS_SAFETY(p) without an oracle: ask the safety RM itself whether, for this prompt, a generic refusal beats a
+    generic compliance by more than ``unsafe_margin`` (``REFUSAL_PROBE`` vs ``COMPLIANCE_PROBE``). The safety RM
+    learned from pairs where refusing a harmful request is preferred and refusing a benign one is not, so the sign of
+    that difference is its own verdict on the prompt. Pass ``unsafe`` to ``score`` to use known labels instead.
+    """
+
+    def __init__(self, helpful: RewardModel, safe: RewardModel, threshold: float = SAFETY_THRESHOLD,
+                 unsafe_margin: float = 0.0):
+        self.helpful, self.safe, self.threshold, self.unsafe_margin = helpful, safe, threshold, unsafe_margin
+
+    def unsafe_prompts(self, prompts, autocast=None) -> torch.Tensor:
+        """(N,) bool: the safety RM prefers refusing these prompts."""
+        refuse = self.safe.score(prompts, [REFUSAL_PROBE] * len(prompts), autocast=autocast)
+        comply = self.safe.score(prompts, [COMPLIANCE_PROBE] * len(prompts), autocast=autocast)
+        return refuse - comply > self.unsafe_margin
+
+    def score(self, prompts, responses, batch_size: int = 64, autocast=None, unsafe=None) -> torch.Tensor:
+        if unsafe is None:
+            keys = [repr(p) for p in prompts]  # best-of-N repeats one prompt: judge each distinct prompt once
+            distinct = list(dict.fromkeys(keys))
+            verdict = self.unsafe_prompts([prompts[keys.index(k)] for k in distinct], autocast)
+            unsafe = torch.stack([verdict[distinct.index(k)] for k in keys])
+        r_h = self.helpful.score(prompts, responses, batch_size, autocast)
+        r_s = self.safe.score(prompts, responses, batch_size, autocast)
+        return combined_reward(r_h, r_s, torch.as_tensor(unsafe), self.threshold)
+
+
+# ----- agreement with a reference scorer (the gold scores)
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 0..n-1, ties given their average rank."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x))
+    for v in np.unique(x):  # average the ranks of tied values
+        tied = x == v
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (nan if either side is constant)."""
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt((ra ** 2).sum() * (rb ** 2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def pairwise_agreement(groups, eps: float = 1e-6) -> tuple[float, int]:
+    """Among pairs of replies *to the same prompt* that the reference scores differently, the share the model
+    orders the same way (what best-of-N and PPO depend on). ``groups``: [(model_scores, reference_scores)] per
+    prompt. Returns (agreement, number of such pairs); a model tie counts as half."""
+    agree, total = 0.0, 0
+    for model, ref in groups:
+        for i in range(len(ref)):
+            for j in range(i + 1, len(ref)):
+                if abs(ref[i] - ref[j]) <= eps:
+                    continue
+                total += 1
+                d = (model[i] - model[j]) * (ref[i] - ref[j])
+                agree += 1.0 if d > 0 else 0.5 if model[i] == model[j] else 0.0
+    return (agree / total if total else float("nan")), total

@@ -1,0 +1,119 @@
+"""train_rm.py end to end at a tiny size, in seconds: it learns a preference that is visible in the text, writes an
+"rm" checkpoint with its normalisation and held-out accuracy, measures agreement with the gold scorer of a small
+generated world, resumes exactly, and fails in one sentence on a wrong init or bad data."""
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import script
+from nanotrain.checkpoint import atomic_save, make_checkpoint
+from nanotrain.errors import CheckpointError, DataError
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.reward import load_reward_model
+from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tokenizer import Tokenizer
+
+TINY = ["--dtype", "float32", "--batch-size", "8", "--warmup", "5", "--lr", "3e-3", "--norm-pairs", "32",
+        "--agree-prompts", "3", "--agree-samples", "3", "--agree-tokens", "8", "--center", "0"]
+
+
+def train_rm(argv):
+    return script("train_rm.py")["main"](argv)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A small generated world, preference pairs whose preferred reply is the polite one (learnable in a few dozen
+    steps from random weights), and a random-weight 'sft' checkpoint with a 300-token BPE."""
+    root = tmp_path_factory.mktemp("rm")
+    world = root / "world"
+    write_world(WorldConfig(out=str(world), scale=0.02, people=40, animals=10, towns=4))
+    rng = random.Random(0)
+    names, colours = ["Lena", "Tom", "Mia", "Ravi", "Olga", "Sam"], ["red", "blue", "green", "pink"]
+
+    def pair():
+        n, c = rng.choice(names), rng.choice(colours)
+        answer = f"{n}'s bicycle is {c}."
+        rude = rng.choice(["Ugh, {a} Stop asking me such stupid questions.", "Whatever. {a} Don't bother me."])
+        good, bad = answer, rude.format(a=answer)
+        return {"prompt": f"What colour is {n}'s bicycle?", "chosen": good, "rejected": bad}
+    for name, n in (("train", 160), ("val", 32)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(pair()) + "\n" for _ in range(n)))
+    texts = [ln for f in ("train", "val") for ln in (root / f"{f}.jsonl").read_text().splitlines()]
+    texts += (world / "eval_prompts.jsonl").read_text().splitlines()
+    tok = Tokenizer.train(texts, vocab_size=300)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=300, block_size=96, n_layer=2, n_head=2, n_embd=32))
+    atomic_save(make_checkpoint("sft", gpt, tok, {}, 0, {}), root / "sft.pt")
+    return root
+
+
+def args(root, out, *extra):
+    return ["--init", str(root / "sft.pt"), "--data", str(root / "train.jsonl"), "--val-data",
+            str(root / "val.jsonl"), "--world", str(root / "world"), "--out", str(out), *TINY, *extra]
+
+
+def test_tiny_run_learns_and_writes_an_rm_checkpoint(setup, tmp_path):
+    m = train_rm(args(setup, tmp_path / "rm", "--steps", "40", "--eval-every", "20"))
+    assert m["val_acc"] >= 0.9
+    for k in ("gold_spearman_eval_prompts", "gold_pairwise_eval_prompts", "gold_pairs_eval_harmful"):
+        assert k in m  # measured against the small world's gold scorer (the values mean little at this size)
+    rm, tok, ckpt = load_reward_model(tmp_path / "rm" / "ckpt.pt")
+    assert ckpt["stage"] == "rm" and ckpt["metrics"]["val_acc"] == m["val_acc"] and ckpt["reward_name"] == "helpful"
+    assert "gold_spearman" in ckpt["metrics"] and "reward_std" in ckpt["metrics"]
+    assert float(rm.reward_std) == pytest.approx(ckpt["metrics"]["reward_std"])
+    val = [json.loads(ln) for ln in (setup / "val.jsonl").read_text().splitlines()]
+    s_good = rm.score([v["prompt"] for v in val], [v["chosen"] for v in val])
+    s_bad = rm.score([v["prompt"] for v in val], [v["rejected"] for v in val])
+    assert (s_good > s_bad).float().mean() >= 0.9
+    # the normalisation set (replies of training pairs, half chosen, half rejected) sits around 0
+    assert abs(float(torch.cat([s_good, s_bad]).mean())) < 0.5
+    # sample.py --best-of N --reward PATH prints the answer the reward model prefers
+    best = script("sample.py")["main"](["--init", str(setup / "sft.pt"), "--prompt", "What colour is Tom's bicycle?",
+                                        "--best-of", "3", "--reward", str(tmp_path / "rm" / "ckpt.pt"),
+                                        "--max-new-tokens", "6", "--dtype", "float32"])
+    assert len(best) == 1 and isinstance(best[0], str)
+
+
+def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path, monkeypatch):
+    """Keep the resume state written at step 4 of an 8-step run, resume from it in a fresh folder: steps 5-8 must
+    give the same losses, bit for bit (the batches are a pure function of the step)."""
+    from nanotrain import trainer
+
+    real_save = trainer.atomic_save
+
+    def keep_step_4(obj, path):
+        real_save(obj, path)
+        if Path(path).name == "resume.pt" and obj["step"] == 4:
+            shutil.copy(path, tmp_path / "resume_at_4.pt")
+    monkeypatch.setattr(trainer, "atomic_save", keep_step_4)
+    common = args(setup, tmp_path / "x", "--steps", "8", "--log-every", "1", "--eval-every", "100",
+                  "--agree-prompts", "0", "--save-every", "4")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train_rm([*common, "--out", str(full)])
+    monkeypatch.undo()
+    cut.mkdir()
+    shutil.copy(tmp_path / "resume_at_4.pt", cut / "resume.pt")
+    shutil.copy(full / "metrics.jsonl", cut / "metrics.jsonl")  # (lines past step 4 are dropped on resume)
+    train_rm([*common, "--out", str(cut), "--resume"])
+
+    def losses(out):
+        return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    assert len(losses(full)) == 8 and losses(cut) == losses(full)
+
+
+def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train_rm(args(setup, tmp_path / "a", "--init", str(tmp_path / "missing.pt")))
+    atomic_save(make_checkpoint("rm", GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=1, n_embd=8)),
+                                Tokenizer.train(["a b"], 300), {}, 0, {}), tmp_path / "rm.pt")
+    with pytest.raises(CheckpointError, match="'rm' checkpoint, but this needs one from 'sft' or 'pretrain'"):
+        train_rm(args(setup, tmp_path / "b", "--init", str(tmp_path / "rm.pt")))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'chosen' must be a string"):
+        train_rm(args(setup, tmp_path / "c", "--data", str(bad)))

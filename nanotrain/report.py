@@ -62,12 +62,14 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
     for a in ("ppo", "dpo", "kto"):
         r = m[f"rlhf_{a}"]
         rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "
-                    f"{_f(r.get('helpful_sft'))} → {_f(r.get('helpful'))}; {_f(r.get('safe_sft'))} → "
-                    f"{_f(r.get('safe'))} |")
-        rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | {_f(r.get('kl'))}; "
-                    f"{_pct(r.get('win_rate'))} |")
-        rows.append(f"| {a} | refusals: harmful prompts (want high), benign (want low) | "
-                    f"{_pct(r.get('refusal_harmful'))}, {_pct(r.get('refusal_benign'))} |")
+                    f"{_f(r.get('helpful_before'))} → {_f(r.get('helpful_after'))}; {_f(r.get('safe_before'))} → "
+                    f"{_f(r.get('safe_after'))} |")
+        rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | "
+                    f"{_f(r.get('kl_to_ref'))}; {_pct(r.get('win_rate'))} |")
+        rows.append(f"| {a} | refusals on harmful prompts (want high), SFT → {a.upper()} | "
+                    f"{_pct(r.get('refusal_harmful_before'))} → {_pct(r.get('refusal_harmful'))} |")
+        rows.append(f"| {a} | refusals on benign prompts (want low), SFT → {a.upper()} | "
+                    f"{_pct(r.get('refusal_benign_before'))} → {_pct(r.get('refusal_benign'))} |")
     return rows
 
 
@@ -112,9 +114,9 @@ def plot(out: Path) -> list[str]:
     if ppo:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         steps = [r["step"] for r in ppo]
-        for key in ("reward", "gold_helpful", "gold"):
+        for key, label in (("score", "reward-model score"), ("gold", "gold helpfulness")):
             if key in ppo[0]:
-                axes[0].plot(steps, [r[key] for r in ppo], label=key)
+                axes[0].plot(steps, [r[key] for r in ppo], label=label)
         axes[0].set(title="PPO reward", xlabel="iteration")
         axes[0].legend()
         axes[1].plot(steps, [r["kl"] for r in ppo])
@@ -127,14 +129,13 @@ def plot(out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for a, marker in (("ppo", "o"), ("dpo", "s"), ("kto", "^")):
         r = _ckpt_metrics(out / f"rlhf_{a}" / "ckpt.pt")
-        if "kl" in r and "helpful" in r:
-            if "helpful_sft" in r:
-                ax.scatter([0], [r["helpful_sft"]], color="grey")
-            ax.scatter([r["kl"]], [r["helpful"]], marker=marker, label=a.upper())
-    gold_kl = [(r["kl"], r["gold_helpful"]) for r in ppo if "gold_helpful" in r]
+        if "kl_to_ref" in r and "helpful_after" in r:
+            ax.scatter([0], [r["helpful_before"]], color="grey")
+            ax.scatter([r["kl_to_ref"]], [r["helpful_after"]], marker=marker, label=a.upper())
+    gold_kl = [(r["kl"], r["gold"]) for r in ppo if "gold" in r]
     if gold_kl:
         ax.plot(*zip(*gold_kl), alpha=0.4, label="PPO during training")
-    ax.set(title="gold helpfulness vs KL (grey: SFT)", xlabel="KL to SFT (nats)", ylabel="gold helpfulness")
+    ax.set(title="gold helpfulness vs KL (grey: SFT)", xlabel="KL to SFT (nats per answer)", ylabel="gold helpfulness")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "reward_vs_kl.png", dpi=90)

@@ -181,6 +181,12 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
             metrics.update(step=done, time_s=elapsed, tokens=tokens_seen)
             if tokens_seen:
                 metrics["tokens_per_s_avg"] = tokens_seen / elapsed
+            if peak and done == cfg.steps:
+                # The peak is measured again at the end: on a shared machine the first measurement may have been
+                # taken while other work was running; the larger one is the fairer denominator.
+                peak = max(peak, measure_matmul_peak(rt.device, rt.dtype))
+                metrics.update(mfu=flops_per_token * metrics["tokens_per_s_avg"] / (peak * rt.world),
+                               matmul_peak_flops=peak)
             atomic_save({"step": done, "model": unwrap(raw).state_dict(), "optimizer": opt.state_dict()},
                         resume_path)
             atomic_save(checkpoint_fn(unwrap(raw), done, dict(metrics)), out / "ckpt.pt")

@@ -12,9 +12,10 @@ The kernels, in the order of the paper:
   - ``_fwd_kernel``        Algorithm 1: one program per query block; online softmax over key blocks; saves L.
   - ``_bwd_preprocess``    Algorithm 2, line 4: D_i = rowsum(dO_i * O_i), one number per query row.
   - ``_bwd_dkdv_kernel``   Algorithm 2, outer loop over key blocks j: accumulates dK_j and dV_j over query blocks i.
-  - ``_bwd_dq_kernel``     dQ_i, accumulated over key blocks j. The paper accumulates dQ inside the dK/dV loop with atomic adds
-                           (Algorithm 2, line 15); a separate pass that recomputes P costs two more small matmuls per
-                           block but needs no atomics and is deterministic (as in Triton's fused-attention tutorial).
+  - ``_bwd_dq_kernel``     dQ_i, accumulated over key blocks j. The paper adds into dQ from inside the dK/dV loop
+                           with atomic adds (Algorithm 2, line 15); a separate pass that recomputes P costs two more
+                           small matmuls per block but needs no atomics and is deterministic (as in Triton's
+                           fused-attention tutorial).
 Causality halves the work: blocks entirely above the diagonal (keys after every query in the block) are skipped,
 blocks entirely below it need no mask, and only the blocks that straddle the diagonal pay for masking (section 3.1.1,
 "Causal masking").
@@ -47,14 +48,14 @@ except ImportError as err:  # macOS/Windows, or a minimal install: the module st
     _TRITON_IMPORT_ERROR = f"triton is not importable ({err})"
     triton = None
 
-    class tl:  # the one name the kernels' signatures evaluate at import time
-        constexpr = None
+    class tl:  # stand-in for the one name evaluated at import time (signatures, constants); never run
+        constexpr = float
 
     def _jit(fn):
         return fn
 
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
-LN2 = 0.6931471805599453
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * log2(e)); the kernels work in base 2
+LN2 = tl.constexpr(0.6931471805599453)  # log(x) = log2(x) * ln(2)
 
 
 def triton_available() -> tuple[bool, str]:
@@ -145,7 +146,7 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale, H, T, T_BUCKET,
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634  # log2(e)
+    qk_scale = sm_scale * LOG2E
 
     # Lines 6-11, causal: key blocks before start_m are fully visible; blocks after the diagonal are skipped.
     acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, K, V, s_in_t, start_m, 0, start_m, T, qk_scale,
@@ -155,7 +156,7 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale, H, T, T_BUCKET,
 
     # Line 12: normalise once. Line 13: L_i = m_i + log(l_i), stored in natural-log units. Lines 14-15: write both.
     o = acc / l_i[:, None]
-    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # ln(2)
+    lse = (m_i + tl.math.log2(l_i)) * LN2
     tl.store(O + offs_m[:, None] * s_out_t + offs_d[None, :], o.to(O.dtype.element_ty), mask=offs_m[:, None] < T)
     tl.store(LSE + offs_m, lse, mask=offs_m < T)
 
@@ -209,7 +210,7 @@ def _bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, s_in_t, s_out_t, start_n, l
         sT = tl.dot(k, qT, input_precision=DOT_PRECISION)
         if MASK:  # causal (query t sees keys <= t), and query rows past T contribute nothing
             sT = tl.where((offs_m[None, :] >= offs_n[:, None]) & (offs_m[None, :] < T), sT, float("-inf"))
-        pT = tl.math.exp2(sT * qk_scale - lse[None, :] * 1.4426950408889634)
+        pT = tl.math.exp2(sT * qk_scale - lse[None, :] * LOG2E)
         # Line 12: dV_j += P_ij^T dO_i.
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
         # Lines 13-14: dP_ij^T = V_j dO_i^T, then dS_ij^T = P_ij^T * (dP_ij^T - D_i).
@@ -249,7 +250,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, H, T, T_BUCKET,
     v = tl.load(V + kv_offs, mask=offs_n[:, None] < T, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     # Causal: only queries at or after the first key of the block see it. Queries in [start_n, start_n + BLOCK_N)
     # straddle the diagonal (masked); later full query blocks see every key of the block (no mask); a last, partial
@@ -322,10 +323,10 @@ def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, H, T, T_BUCKET,
     q = tl.load(Q + offs_m[:, None] * s_in_t + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     do = tl.load(DO + offs_m[:, None] * s_out_t + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     # Padding rows get L = 0 and D = 0: their P is finite and their dS is 0 (dO is 0), and they are never stored.
-    lse = tl.load(LSE + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
+    lse = tl.load(LSE + offs_m, mask=row_ok, other=0.0) * LOG2E
     delta = tl.load(DELTA + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     dq = _bwd_dq_inner(dq, q, do, lse, delta, K, V, s_in_t, start_m, 0, start_m, T, qk_scale,
                        BLOCK_M, BLOCK_N, HEAD_DIM, False, DOT_PRECISION)
@@ -392,6 +393,14 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
+def _options(x: torch.Tensor) -> dict:
+    """Compile options shared by the main kernels."""
+    # fp16/bf16 inputs always multiply exactly into fp32; fp32 inputs would silently drop to TF32 on a GPU.
+    # The softmax's scale-and-subtract is written to become one fused multiply-add: ask for FMAs explicitly (the
+    # default is changing in Triton 3.10, and 3.9 warns about it).
+    return dict(DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", enable_fp_fusion=True)
+
+
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sm_scale):
@@ -400,7 +409,7 @@ class _FlashAttention(torch.autograd.Function):
         lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
         grid = lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)  # noqa: E731
         _fwd[grid](q, k, v, o, lse, sm_scale, H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o),
-                   HEAD_DIM=D, DOT_PRECISION=_dot_precision(q))
+                   HEAD_DIM=D, **_options(q))
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.sm_scale = sm_scale
         ctx.mark_non_differentiable(lse)
@@ -414,20 +423,16 @@ class _FlashAttention(torch.autograd.Function):
         if do.stride() != o.stride():  # the kernels share one stride set for o, dO, dQ, dK, dV
             do = _alloc_out(q).copy_(do)
         delta = torch.empty_like(lse)
-        _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, H, T, *_strides(o), HEAD_DIM=D, BLOCK_M=64)
+        _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, H, T, *_strides(o), HEAD_DIM=D, BLOCK_M=64,
+                                                     enable_fp_fusion=True)
         dq, dk, dv = _alloc_out(q), _alloc_out(q), _alloc_out(q)
         args = (H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o))
-        meta = dict(HEAD_DIM=D, DOT_PRECISION=_dot_precision(q))
+        meta = dict(HEAD_DIM=D, **_options(q))
         _bwd_dkdv[lambda m: (triton.cdiv(T, m["BLOCK_N"]), B * H)](q, k, v, do, dk, dv, lse, delta, ctx.sm_scale,
                                                                    *args, **meta)
         _bwd_dq[lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H)](q, k, v, do, dq, lse, delta, ctx.sm_scale,
                                                                  *args, **meta)
         return dq, dk, dv, None
-
-
-def _dot_precision(x: torch.Tensor) -> str:
-    # fp16/bf16 inputs always multiply exactly into fp32; fp32 inputs would silently drop to TF32 on a GPU.
-    return "ieee" if x.dtype == torch.float32 else "tf32"
 
 
 def flash_attention_with_lse(q, k, v, sm_scale=None):

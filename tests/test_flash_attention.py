@@ -8,6 +8,7 @@ interpreter is slow; on a CUDA machine the same tests run compiled, plus fp16/bf
     pytest tests/test_flash_attention.py
 """
 import math
+import os
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def check(q, k, v, sm_scale=None, atol=1e-5, rtol=1e-4):
     """Forward output, log-sum-exp and dQ/dK/dV of the kernel against the fp64 reference."""
     scale = 1 / math.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
     o, lse = flash_attention_with_lse(q, k, v, sm_scale)
-    do = torch.randn_like(o)
+    do = torch.randn(o.shape, generator=torch.Generator().manual_seed(1)).to(o)
     grads = torch.autograd.grad(o, (q, k, v), do)
 
     ref_o, ref_lse = reference(q, k, v, scale)
@@ -112,6 +113,40 @@ def test_module_imports_and_explains_without_triton():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "cannot run: triton is not importable" in out.stdout
+
+
+# The interpreter runs the kernels' Python, but it is more lenient than the compiler (it accepts, for instance,
+# global constants that the compiler rejects). This compiles every kernel for an H100 (sm_90, bf16), which needs
+# Triton's bundled ptxas but no GPU, in a fresh process where TRITON_INTERPRET is unset.
+COMPILE_FOR_HOPPER = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+import nanotrain.flash_attention as fa
+
+def compile_sm90(kernel, consts, num_warps=4, num_stages=3):
+    ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "DO": "*bf16", "DQ": "*bf16", "DK": "*bf16",
+            "DV": "*bf16", "LSE": "*fp32", "DELTA": "*fp32", "sm_scale": "fp32"}
+    sig = {name: "constexpr" if name in consts else ptrs.get(name, "i32") for name in kernel.arg_names}
+    src = ASTSource(kernel, sig, constexprs=consts)
+    triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                   options=dict(num_warps=num_warps, num_stages=num_stages, enable_fp_fusion=True))
+
+compile_sm90(fa._bwd_preprocess, dict(HEAD_DIM=64, BLOCK_M=64))
+for kind, kernel in (("fwd", fa._fwd_kernel), ("dkdv", fa._bwd_dkdv_kernel), ("dq", fa._bwd_dq_kernel)):
+    bm, bn, w, s = fa._GPU_CONFIGS[kind][64][0]
+    compile_sm90(kernel, dict(HEAD_DIM=64, BLOCK_M=bm, BLOCK_N=bn, DOT_PRECISION="tf32"), w, s)
+print("compiled")
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the other tests compile and run the kernels")
+def test_kernels_compile_for_hopper():
+    pytest.importorskip("triton.backends.nvidia", reason="Triton's NVIDIA backend is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
 
 
 def test_training_step_matches_sdpa(monkeypatch):

@@ -1,0 +1,188 @@
+"""LoRA: low-rank adaptation of a frozen model (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models").
+
+A frozen weight W0 (out x in) is adapted by a trainable low-rank product (eq. 3 of the paper):
+
+    h = W0 x + (alpha / r) * B A x,        A: (r x in), B: (out x r), r << min(in, out)
+
+A starts Kaiming-uniform and B at zero, so at step 0 the wrapped layer computes exactly what the base layer does and
+fine-tuning starts from the pretrained function. Only A and B are trained: for rank 8 on every linear layer of the
+tiny model that is ~3% of the weights, and the optimizer state shrinks with it. The scale alpha / r keeps the
+update's size roughly independent of r when r is changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023)
+uses alpha / sqrt(r) instead, which keeps learning stable at large ranks.
+
+After training, ``merge`` folds B A into W0 (W = W0 + scale * B A), so the adapted model costs nothing extra at
+inference and is saved as an ordinary checkpoint; ``unmerge`` subtracts it again. The adapter alone (A and B of every
+layer, a few hundred KB) can be saved and applied to the same base later.
+
+    n = inject_lora(model, r=8, alpha=16)           # wrap every linear layer whose name matches the pattern
+    print(trainable_summary(model))                 # "trainable: 131,072 of 4,325,376 parameters (3.03%)"
+    ... train ...
+    save_adapter(model, "out/sft/adapter.pt")       # A and B only
+    sd = merged_state_dict(model)                   # the plain GPT state dict with B A folded in
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn as nn
+
+from nanotrain.checkpoint import atomic_save
+from nanotrain.errors import CheckpointError
+
+# Every linear layer inside the transformer blocks: attention's fused QKV (c_attn) and output (attn.c_proj), and the
+# MLP's two layers (c_fc, mlp.c_proj). The paper adapts only W_q and W_v; adapting the MLP too recovers more of full
+# fine-tuning's quality at a small model size. The LM head (tied to the embedding) is left alone.
+DEFAULT_TARGETS = r"\.(c_attn|c_proj|c_fc)$"
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scale * B(A(dropout(x)))`` around a frozen ``nn.Linear``."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, rslora: bool = False):
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {r}")
+        self.base = base
+        self.r, self.alpha, self.rslora = r, alpha, rslora
+        self.scale = alpha / (math.sqrt(r) if rslora else r)
+        dev, dt = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=dev, dtype=dt))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=dev, dtype=dt))
+        # As nn.Linear (and the paper's reference code) initialises its weight: uniform with a = sqrt(5).
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        for p in base.parameters():
+            p.requires_grad_(False)
+
+    def delta(self) -> torch.Tensor:
+        """The weight update scale * B A, shaped like the base weight."""
+        return self.scale * (self.lora_B @ self.lora_A)
+
+    def forward(self, x):
+        y = self.base(x)
+        if self.merged:  # B A already lives inside the base weight
+            return y
+        # x A^T B^T: two thin matmuls (r wide) instead of forming the full out x in product every step.
+        return y + self.scale * (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t())
+
+    @torch.no_grad()
+    def merge(self):
+        if not self.merged:
+            self.base.weight += self.delta().to(self.base.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self.merged:
+            self.base.weight -= self.delta().to(self.base.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, scale={self.scale:.4g}{', merged' if self.merged else ''}"
+
+
+def lora_layers(model) -> dict[str, LoRALinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def inject_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False,
+                targets: str = DEFAULT_TARGETS) -> int:
+    """Replace every ``nn.Linear`` whose module name matches the regex ``targets`` by a LoRALinear around it, then
+    freeze everything except the LoRA factors. Returns the number of layers wrapped."""
+    pattern = re.compile(targets)
+    chosen = [name for name, m in model.named_modules()
+              if isinstance(m, nn.Linear) and not isinstance(m, LoRALinear) and pattern.search(name)]
+    if not chosen:
+        raise ValueError(f"no nn.Linear module name matches the LoRA target pattern {targets!r}")
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, rslora))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.endswith(("lora_A", "lora_B")))
+    model.lora_config = dict(r=r, alpha=alpha, dropout=dropout, rslora=rslora, targets=targets)
+    return len(chosen)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights are counted once."""
+    params = list(model.parameters())  # nn.Module.parameters() already yields a shared tensor once
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def trainable_summary(model) -> str:
+    n, total = count_parameters(model)
+    return f"trainable: {n:,} of {total:,} parameters ({100 * n / total:.2f}%)"
+
+
+def merge_lora(model) -> None:
+    for m in lora_layers(model).values():
+        m.merge()
+
+
+def unmerge_lora(model) -> None:
+    for m in lora_layers(model).values():
+        m.unmerge()
+
+
+@torch.no_grad()
+def merged_state_dict(model) -> dict:
+    """The state dict of the model *without* LoRA, with every B A folded into its base weight: it loads into a plain
+    GPT (strictly). The model itself is left as it is (merged or not)."""
+    layers = lora_layers(model)
+    out = {}
+    for key, v in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")
+        if leaf in ("lora_A", "lora_B"):
+            continue
+        if owner.endswith(".base") and owner[:-5] in layers:
+            layer = layers[owner[:-5]]
+            key = f"{owner[:-5]}.{leaf}"
+            if leaf == "weight" and not layer.merged:
+                v = v + layer.delta().to(v.dtype)
+        out[key] = v
+    return out
+
+
+def adapter_state(model) -> dict:
+    """The adapter alone: LoRA factors and the settings needed to re-create the wrappers (plain types only)."""
+    if not hasattr(model, "lora_config"):
+        raise ValueError("this model has no LoRA layers (call inject_lora first)")
+    return {"lora_config": dict(model.lora_config),
+            "adapter": {k: v.detach().cpu() for k, v in model.state_dict().items()
+                        if k.endswith(("lora_A", "lora_B"))}}
+
+
+def save_adapter(model, path, **extra) -> None:
+    atomic_save({**adapter_state(model), **extra}, path)
+
+
+def load_adapter(model, path_or_state) -> None:
+    """Wrap ``model`` as the adapter was trained and load its factors. Every factor must match a wrapped layer."""
+    state = path_or_state
+    if not isinstance(state, dict):
+        try:
+            state = torch.load(path_or_state, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path_or_state} is not a readable LoRA adapter: {type(e).__name__}") from None
+        if not isinstance(state, dict) or "adapter" not in state or "lora_config" not in state:
+            raise CheckpointError(f"{path_or_state} is not a LoRA adapter file (no 'adapter'/'lora_config')")
+    if not lora_layers(model):
+        inject_lora(model, **state["lora_config"])
+    if any(m.merged for m in lora_layers(model).values()):
+        raise ValueError("unmerge the LoRA layers before loading an adapter into them")
+    own = {k for k in model.state_dict() if k.endswith(("lora_A", "lora_B"))}
+    given = set(state["adapter"])
+    if own != given:
+        raise CheckpointError(f"adapter does not fit this model: missing {sorted(own - given)[:3]}, "
+                              f"unexpected {sorted(given - own)[:3]}")
+    sd = model.state_dict()
+    with torch.no_grad():
+        for k, v in state["adapter"].items():
+            if sd[k].shape != v.shape:
+                raise CheckpointError(f"adapter tensor {k} has shape {tuple(v.shape)}, the model needs "
+                                      f"{tuple(sd[k].shape)}")
+            sd[k].copy_(v)

@@ -11,7 +11,7 @@ reported with file and line and the run goes on, unless --strict.
     python data/clean.py                                                    # the built-in tinyworld web corpus
     python data/clean.py --input ../shared/data/web_cc_dolma --out out/clean_cc/clean.jsonl
     python data/clean.py --input ../shared/data/web_warc_dolma --out out/clean_warc/clean.jsonl --workers 2
-    python data/clean.py --decontam ../shared/data/gsm8k,../shared/data/hellaswag,../shared/data/truthfulqa,../shared/data/mt_bench
+    python data/clean.py --decontam ../shared/data/gsm8k,../shared/data/truthfulqa,../shared/data/mt_bench
     python data/clean.py --no-quality --no-content                          # dedup only
     python data/clean.py --prepare data/tinyworld/clean_tokens              # then tokenize the output
 """
@@ -73,7 +73,8 @@ def build_steps(cfg: CleanConfig) -> Steps:
     skip = frozenset(filter(None, (s.strip() for s in cfg.skip_rules.split(","))))
     unknown = skip - set(GopherRules.rule_names())
     if unknown:
-        raise DataError(f"--skip-rules: unknown rule(s) {sorted(unknown)}; known: {', '.join(GopherRules.rule_names())}")
+        raise DataError(f"--skip-rules: unknown rule(s) {sorted(unknown)}; "
+                        f"known: {', '.join(GopherRules.rule_names())}")
     if cfg.decontam_mode not in ("remove", "flag"):
         raise DataError(f"--decontam-mode must be remove or flag, not {cfg.decontam_mode!r}")
     decontam_paths = [p.strip() for p in cfg.decontam.split(",") if p.strip()]

@@ -21,7 +21,7 @@ import gzip
 import json
 import re
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterator
@@ -267,7 +267,6 @@ class Doc:
     record: dict             # the output record: {"text": ..., any other fields of the input, passed through}
     origin: str              # where it came from, for the report: "file:line" or "file#record"
     html: str | None = None  # raw HTML still to be extracted into record["text"]
-    flags: list = field(default_factory=list)  # notes that do not remove the document (e.g. "invalid UTF-8")
 
 
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".warc", ".warc.gz", ".html", ".htm")
@@ -295,12 +294,12 @@ def _problem(issues: list, strict: bool, path, line: int, problem: str) -> None:
     issues.append(issue)
 
 
-def _decode_line(raw: bytes, issues, strict, path, line_no) -> tuple[str, bool]:
+def _decode_line(raw: bytes, issues, strict, path, line_no) -> str:
     try:
-        return raw.decode("utf-8"), False
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         _problem(issues, strict, path, line_no, f"invalid UTF-8 at byte {e.start} (kept, bad bytes as U+FFFD)")
-        return raw.decode("utf-8", errors="replace"), True
+        return raw.decode("utf-8", errors="replace")
 
 
 def _read_jsonl(path: Path, issues, strict) -> Iterator[Doc]:
@@ -310,7 +309,7 @@ def _read_jsonl(path: Path, issues, strict) -> Iterator[Doc]:
             for line_no, raw in enumerate(f, 1):
                 if not raw.strip():
                     continue
-                line, bad_utf8 = _decode_line(raw, issues, strict, path, line_no)
+                line = _decode_line(raw, issues, strict, path, line_no)
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -319,7 +318,7 @@ def _read_jsonl(path: Path, issues, strict) -> Iterator[Doc]:
                 if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
                     _problem(issues, strict, path, line_no, 'no "text" string in this record; skipped')
                     continue
-                yield Doc(rec, f"{path}:{line_no}", flags=["invalid UTF-8"] if bad_utf8 else [])
+                yield Doc(rec, f"{path}:{line_no}")
         except (EOFError, OSError, zlib.error) as e:  # gzip: truncated stream, bad CRC, not gzip at all
             _problem(issues, strict, path, line_no + 1, f"unreadable compressed data, rest of file skipped ({e})")
 
@@ -327,14 +326,13 @@ def _read_jsonl(path: Path, issues, strict) -> Iterator[Doc]:
 def _read_txt(path: Path, issues, strict, split: str) -> Iterator[Doc]:
     raw = path.read_bytes()
     try:
-        text, bad = raw.decode("utf-8"), False
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         _problem(issues, strict, path, raw.count(b"\n", 0, e.start) + 1,
                  f"invalid UTF-8 at byte {e.start} (kept, bad bytes as U+FFFD)")
-        text, bad = raw.decode("utf-8", errors="replace"), True
-    flags = ["invalid UTF-8"] if bad else []
+        text = raw.decode("utf-8", errors="replace")
     if split == "file":
-        yield Doc({"text": text}, f"{path}:1", flags=flags)
+        yield Doc({"text": text}, f"{path}:1")
         return
     # split into paragraphs (blank-line separated) or lines; origin is the line where each starts
     pattern = r"\n\s*\n" if split == "paragraph" else r"\n"
@@ -343,7 +341,7 @@ def _read_txt(path: Path, issues, strict, split: str) -> Iterator[Doc]:
         end = m.start() if m else len(text)
         piece = text[pos:end].strip()
         if piece:
-            yield Doc({"text": piece}, f"{path}:{text.count(chr(10), 0, pos) + 1}", flags=list(flags))
+            yield Doc({"text": piece}, f"{path}:{text.count(chr(10), 0, pos) + 1}")
         pos = m.end() if m else end
 
 

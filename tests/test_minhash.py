@@ -12,7 +12,7 @@ TEXTS = [
     "Hello, World! Hello world... the QUICK brown fox; jumps over the lazy dog.",
     "",
     "   \n\t ",
-    "Ünïcödé wörds — and “quotes”, 日本語のテキスト, emoji 👋🏽 and CamelCase-words_with_underscores.",
+    "Ünïcödé wörds — and “quotes”, 日本語のテキスト, emoji 👋🏽 and CamelCase-words_with_underscores",
     "a " * 3 + "supercalifragilisticexpialidocious " + "x" * 600 + " " + "y" * 17,
     "one two",
     "numbers 3.14159 and 2024-04-25 and e-mail a.b@c.org",

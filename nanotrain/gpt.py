@@ -22,6 +22,7 @@ count.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -115,7 +116,7 @@ class CausalSelfAttention(nn.Module):
 def attention(q, k, v, mask, path: str, dropout: float = 0.0):
     """Scaled dot-product attention, causal when ``mask`` is None, through the chosen path."""
     if path == "auto":
-        path = "triton" if q.is_cuda else "sdpa"
+        path = "triton" if q.is_cuda and q.shape[-1] <= 128 and _triton_ok() else "sdpa"
     if path == "triton" and mask is None and dropout == 0.0:
         from nanotrain.flash_attention import flash_attention  # imported lazily: triton is optional
         return flash_attention(q, k, v)
@@ -128,6 +129,13 @@ def attention(q, k, v, mask, path: str, dropout: float = 0.0):
         att = F.dropout(att, p=dropout, training=dropout > 0)
         return att @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout)
+
+
+@functools.cache
+def _triton_ok() -> bool:
+    """Whether the Triton kernel can run here (checked once; "auto" falls back to SDPA where it cannot)."""
+    from nanotrain.flash_attention import triton_available
+    return triton_available()[0]
 
 
 class MLP(nn.Module):

@@ -11,7 +11,7 @@ reported with file and line and the run goes on, unless --strict.
     python data/clean.py                                                    # the built-in tinyworld web corpus
     python data/clean.py --input ../shared/data/web_cc_dolma --out out/clean_cc/clean.jsonl
     python data/clean.py --input ../shared/data/web_warc_dolma --out out/clean_warc/clean.jsonl --workers 2
-    python data/clean.py --decontam ../shared/data/gsm8k,../shared/data/truthfulqa,../shared/data/mt_bench
+    python data/clean.py --decontam ../shared/data/gsm8k/test.jsonl,../shared/data/hellaswag,../shared/data/mt_bench
     python data/clean.py --no-quality --no-content                          # dedup only
     python data/clean.py --prepare data/tinyworld/clean_tokens              # then tokenize the output
 """

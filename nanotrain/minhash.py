@@ -42,6 +42,7 @@ Benchmark against datasketch: ``python bench/bench_dedup.py``.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -222,6 +223,12 @@ class MinHasher:
         """The signature of a document without shingles (never a candidate; see MinHashLSH.add)."""
         return 0xFFFFFFFF if self.scheme == "affine32" else MERSENNE61
 
+    @functools.cached_property
+    def perms(self) -> tuple[list, list]:
+        """The (a_k, b_k) as lists of numpy scalars: computed once, cheap to index in the signature loop."""
+        a, b = self.permutations()
+        return list(a), list(b)
+
     def permutations(self) -> tuple[np.ndarray, np.ndarray]:
         r = splitmix64(self.seed, 2 * self.num_perm)
         if self.scheme == "affine32":  # a odd (a bijection mod 2^32), b any
@@ -237,7 +244,7 @@ class MinHasher:
 
     def signatures_from_hashes(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Signatures of sets given as 64-bit hashes: set d is hashes[offsets[d]:offsets[d+1]]."""
-        a, b = self.permutations()
+        a, b = self.perms
         if self.scheme == "affine32":
             x = (hashes >> U64(32)).astype(np.uint32)  # fmix64 output: its top 32 bits are as good as any
         else:
@@ -254,14 +261,18 @@ class MinHasher:
             firsts = offsets[docs] - s0  # where each document's run of shingles starts in the block
             xs = x[s0:s1]
             perm = buf[:len(xs)] if len(xs) <= self.block else np.empty(len(xs), dtype=self.dtype)
-            for k in range(self.num_perm * (len(docs) > 0)):
+            all_docs = len(docs) == d1 - d0  # no empty document: results go straight into the signature rows
+            for k in range(self.num_perm if len(docs) else 0):
                 # h_k of every shingle of the block (one contiguous vector: fast), then each document's minimum
                 if self.scheme == "affine32":  # uint32 arithmetic wraps around: the mod 2^32 is free
                     np.multiply(xs, a[k], out=perm)
-                    perm += b[k]
+                    np.add(perm, b[k], out=perm)
                 else:
                     perm = _reduce61(mulmod61(a[k], xs) + b[k])
-                sig_t[k, docs] = np.minimum.reduceat(perm, firsts)
+                if all_docs:
+                    np.minimum.reduceat(perm, firsts, out=sig_t[k, d0:d1])
+                else:
+                    sig_t[k, docs] = np.minimum.reduceat(perm, firsts)
             d0 = d1
         return np.ascontiguousarray(sig_t.T)
 

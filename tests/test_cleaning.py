@@ -3,14 +3,19 @@ inside and just outside its threshold (values computed by hand), the content fil
 13-gram decontamination, bad input reported with file and line, and a deterministic whole run."""
 import gzip
 import json
+import random
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from nanotrain.cleaning import Decontaminator, Steps, clean, eval_items, exact_key
 from nanotrain.errors import DataError
 from nanotrain.extract import Issue, html_to_text, http_response, iter_warc, read_documents, warc_html_pages
-from nanotrain.quality import Blocklist, GopherRules, content_filter, gopher_quality, url_domain
+from nanotrain.quality import (Blocklist, GopherRules, WordNgrams, content_filter, dup_ngram_char_fraction,
+                               gopher_quality, top_ngram_char_fraction, url_domain)
 
 # ---------------------------------------------------------------------------------------------------------------
 # HTML and WARC
@@ -126,8 +131,10 @@ def test_gopher_word_count_and_word_length():
 
 def test_gopher_symbols_bullets_ellipses_alpha_stop_words():
     words = unique_words(60)
-    assert verdict(" ".join(words + ["#"] * 4 + ["..."] * 2), "max_symbol_word_ratio")  # 6 / 60 = 0.1
-    assert not verdict(" ".join(words + ["#"] * 5 + ["…"] * 2), "max_symbol_word_ratio")  # 7 / 60
+    # '#' and ellipses are counted separately: 6 of each per 60 words is 0.1 each, kept; 7 of either, removed
+    assert verdict(" ".join(words + ["#"] * 6 + ["..."] * 4 + ["…"] * 2), "max_symbol_word_ratio")
+    assert not verdict(" ".join(words + ["#"] * 7), "max_symbol_word_ratio")
+    assert not verdict(" ".join(words + ["..."] * 5 + ["…"] * 2), "max_symbol_word_ratio")
     lines = [" ".join(words[i:i + 3]) for i in range(0, 60, 3)]  # 20 lines
     bullets = lambda k: "\n".join(("- " if i < k else "") + l for i, l in enumerate(lines))  # noqa: E731
     assert verdict(bullets(18), "max_bullet_lines") and not verdict(bullets(19), "max_bullet_lines")  # 0.9 / 0.95
@@ -188,6 +195,39 @@ def test_gopher_duplicate_ngram_character_fraction(n, limit, lengths):
     filler = round(c * (1 / limit - 2))
     assert verdict(_with_repeats(gram, 2, filler), f"dup_{n}gram_chars")
     assert not verdict(_with_repeats(gram, 2, filler - 1), f"dup_{n}gram_chars")
+
+
+def naive_top_ngram(words, n):
+    counts = {}  # insertion order = order of first occurrence
+    for i in range(len(words) - n + 1):
+        counts[tuple(words[i:i + n])] = counts.get(tuple(words[i:i + n]), 0) + 1
+    if not counts or max(counts.values()) < 2:
+        return 0.0
+    gram = max(counts, key=counts.get)  # the first of the most frequent
+    return sum(map(len, gram)) * counts[gram] / sum(map(len, words))
+
+
+def naive_dup_ngram(words, n):
+    seen, covered = set(), [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        if gram in seen:
+            covered[i:i + n] = [True] * n
+        seen.add(gram)
+    return sum(len(w) for w, c in zip(words, covered) if c) / sum(map(len, words))
+
+
+def test_ngram_fractions_match_a_naive_implementation():
+    rng = random.Random(0)
+    for _ in range(40):
+        vocab = [f"w{i}" * rng.randint(1, 3) for i in range(rng.randint(2, 30))]
+        words = [rng.choice(vocab) for _ in range(rng.randint(1, 200))]
+        if rng.random() < 0.5:  # a repeated passage
+            words += words[:rng.randint(0, len(words))]
+        ng = WordNgrams(words)
+        for n in range(2, 11):
+            assert top_ngram_char_fraction(ng, n) == pytest.approx(naive_top_ngram(words, n))
+            assert dup_ngram_char_fraction(ng, n) == pytest.approx(naive_dup_ngram(words, n))
 
 
 def test_gopher_clean_prose_passes_and_the_first_failing_rule_is_reported():
@@ -333,3 +373,17 @@ def test_read_documents_txt_split(tmp_path):
     assert [(d.record["text"], d.origin.rsplit(":", 1)[1]) for d in docs] == \
         [("first para\nline two", "1"), ("second para", "5")]
     assert not issues and isinstance(Issue("f", 3, "x").__str__(), str)
+
+
+def test_clean_command_line(tmp_path):
+    folder = _corpus(tmp_path)
+    out = tmp_path / "out" / "clean.jsonl"
+    script = Path(__file__).resolve().parents[1] / "data" / "clean.py"
+    run = subprocess.run([sys.executable, str(script), "--input", str(folder), "--out", str(out), "--workers", "2",
+                          "--no-progress"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "| near_dedup | 12 | 1 | 11 |" in run.stdout and (out.parent / "report.md").exists()
+    assert len(out.read_text().splitlines()) == 11
+    bad = subprocess.run([sys.executable, str(script), "--input", str(folder), "--out", str(out), "--skip-rules",
+                          "no_such_rule"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown rule" in bad.stderr

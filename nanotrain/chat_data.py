@@ -17,7 +17,7 @@ unless given.
     convs = load_conversations("data/tinyworld/sft_train.jsonl")
     examples = encode_conversations(convs, tok, max_len=model.config.block_size + 1)
     batches = SFTBatches(examples, batch_size=16, pad_id=tok.pad, pack=True)
-    x, y = batches.batch(step, micro)        # y = -1 where no loss is taken (prompt, markers, padding)
+    x, y, weight = batches.batch(step, micro)   # y = -1 where no loss is taken (prompt, markers, padding)
 
 Batches are built two ways. **Padding**: each row is one conversation, right-padded to the longest in the batch
 (right padding needs no attention mask in a causal model: pads come after every real token). **Packing**
@@ -284,10 +284,19 @@ def pad_right(pairs, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SFTBatches:
-    """Training batches of (x, y), a pure function of (seed, step, micro) so a resumed run sees the same data, and
-    each DDP rank takes its own slice of the same global batch (the TokenBin pattern in nanotrain/data.py).
+    """Training batches, a pure function of (seed, step, micro) so a resumed run sees the same data, and each DDP
+    rank takes its own slice of the same global batch (the TokenBin pattern in nanotrain/data.py).
 
-    Padding draws ``batch_size`` conversations per micro-batch; packing draws ``batch_size`` packed rows."""
+    Rows (packed rows, or conversations when padding) are visited in epochs: each epoch is a fresh seeded
+    permutation, so every conversation is seen once per epoch (sampling with replacement would skip ~1/3 of a small
+    set in each epoch's worth of steps).
+
+    ``batch`` returns ``(x, y, weight)``. The loss the whole step should minimise is the mean over *all* target
+    tokens of the global batch; a micro-batch's mean over its own tokens must be multiplied by ``weight`` = (its
+    target tokens / the global batch's) * (micro-batches per step * processes), because the trainer divides by the
+    number of micro-batches and DDP averages over processes. Without it, rows with few target tokens would count as
+    much as rows with many, and the result would depend on how the batch is split (see Hugging Face's 2024
+    gradient-accumulation fix)."""
 
     def __init__(self, examples, batch_size: int, pad_id: int, pack_rows: int | None = None, device="cpu",
                  seed: int = 0, rank: int = 0, world: int = 1, grad_accum: int = 1):
@@ -298,12 +307,13 @@ class SFTBatches:
         self.packed = pack_rows is not None
         if self.packed:
             self.X, self.Y = pack(examples, pack_rows, pad_id, seed)
-            self.n = len(self.X)
+            self.targets = (self.Y != -1).sum(1)
+            self.tokens_per_row = self.X.shape[1]
         else:
             self.pairs = [to_inputs_targets(ids, mask) for ids, mask in examples]
-            self.n = len(self.pairs)
-        self.tokens_per_row = (self.X.shape[1] if self.packed
-                               else sum(len(x) for x, _ in self.pairs) / max(1, self.n))
+            self.targets = np.array([sum(t != -1 for t in y) for _, y in self.pairs])
+            self.tokens_per_row = sum(len(x) for x, _ in self.pairs) / len(self.pairs)
+        self.n = len(self.targets)
 
     def _rows(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         if self.packed:
@@ -312,16 +322,28 @@ class SFTBatches:
             x, y = pad_right([self.pairs[i] for i in idx], self.pad_id)
         return x.to(self.device), y.to(self.device)
 
+    def global_rows(self, step: int) -> np.ndarray:
+        """Row indices of the whole global batch of optimizer step ``step`` (all processes, all micro-batches)."""
+        size = self.batch_size * self.grad_accum * self.world
+        pos = np.arange(step * size, (step + 1) * size)
+        epochs = pos // self.n
+        rows = np.empty(size, dtype=np.int64)
+        for e in np.unique(epochs):
+            perm = np.random.default_rng([self.seed, int(e)]).permutation(self.n)
+            rows[epochs == e] = perm[pos[epochs == e] % self.n]
+        return rows
+
     def batch(self, step: int, micro: int = 0):
-        """This rank's ``micro``-th micro-batch of optimizer step ``step``."""
-        g = np.random.default_rng([self.seed, step])
+        """This rank's ``micro``-th micro-batch of optimizer step ``step``: (x, y, weight), see the class doc."""
+        rows = self.global_rows(step)
         per_rank = self.batch_size * self.grad_accum
-        idx = g.integers(0, self.n, size=per_rank * self.world)
         first = self.rank * per_rank + micro * self.batch_size
-        return self._rows(idx[first:first + self.batch_size])
+        mine = rows[first:first + self.batch_size]
+        weight = self.targets[mine].sum() / self.targets[rows].sum() * self.grad_accum * self.world
+        return (*self._rows(mine), float(weight))
 
     def eval_batches(self):
-        """Every row once, in order (the same at each evaluation)."""
+        """Every row once, in order (the same at each evaluation): (x, y) pairs."""
         for i in range(0, self.n, self.batch_size):
             yield self._rows(np.arange(i, min(i + self.batch_size, self.n)))
 

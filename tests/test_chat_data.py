@@ -150,16 +150,24 @@ def test_packing_keeps_every_example_and_its_mask(tok):
         assert all(t == -1 or t == nxt for t, nxt in zip(y, x[1:] + [tok.end]))
 
 
-def test_padded_batches_are_pure_and_split_across_ranks(tok):
+def test_padded_batches_are_pure_visit_every_example_and_split_across_ranks(tok):
     examples, _ = encode_conversations(conversations(40), tok, max_len=200)
     one = SFTBatches(examples, batch_size=4, pad_id=tok.pad, seed=1)
-    x, y = one.batch(5, 0)
+    x, y, w = one.batch(5, 0)
     assert torch.equal(x, one.batch(5, 0)[0]) and torch.equal(y, one.batch(5, 0)[1])
+    assert w == 1.0  # one process, one micro-batch: the micro-batch is the whole step
     assert (y[x == tok.pad] == -1).all()  # right padding never carries a loss
+    # Ten steps of four are one epoch: every conversation exactly once.
+    firsts = sorted(tuple(r[r != tok.pad].tolist()) for s in range(10) for r in one.batch(s, 0)[0])
+    assert firsts == sorted(tuple(to_inputs_targets(*e)[0]) for e in examples)
+    # Two ranks with two rows each see the one-process batch, and their weights make the step's loss the mean over
+    # all of its target tokens: w_r * mean_r averaged over ranks = sum of losses / total tokens.
     ranks = [SFTBatches(examples, batch_size=2, pad_id=tok.pad, seed=1, rank=r, world=2) for r in range(2)]
     parts = [r.batch(5, 0) for r in ranks]
     rows = [row[row != tok.pad].tolist() for part in parts for row in part[0]]
-    assert rows == [row[row != tok.pad].tolist() for row in x]  # two ranks together see the one-process batch
+    assert rows == [row[row != tok.pad].tolist() for row in x]
+    n = [int((p[1] != -1).sum()) for p in parts]
+    assert [p[2] for p in parts] == [pytest.approx(2 * k / sum(n)) for k in n]
 
 
 def test_validation_loss_is_token_weighted(tok):

@@ -1,0 +1,206 @@
+"""The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the held-out
+figures in its metrics; the LoRA checkpoint equals base + adapter merged; --reinit keeps the architecture but not the
+weights; two DDP processes equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI
+answers without ever showing a control token and drops the oldest turns when the context is full."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, script
+from nanotrain.checkpoint import atomic_save, load_checkpoint, load_model, make_checkpoint
+from nanotrain.evaluate import evaluate_checkpoint
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.lora import load_adapter, merge_lora
+from nanotrain.tokenizer import Tokenizer
+
+FIGURES = ("val_loss", "wellformed_init", "wellformed", "helpful", "acc_b", "chance_b", "acc_zh", "chance_zh",
+           "params_trainable", "params_total")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (two threads spin when other jobs share the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    import nanotrain.tinyworld as tw
+
+    out = tmp_path_factory.mktemp("world")
+    tw.write_world(tw.WorldConfig(out=str(out), seed=5, people=20, animals=6, towns=4, scale=0.03))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(world, tmp_path_factory):
+    """A tiny randomly initialised 'pretrain' checkpoint with a BPE trained on the world's corpus."""
+    texts = [json.loads(ln)["text"] for ln in (world / "pretrain.jsonl").read_text().splitlines()]
+    tok = Tokenizer.train(texts, vocab_size=400)
+    torch.manual_seed(0)
+    # vocab_size = the tokenizer's exactly: an untrained model with padded rows could emit ids no tokenizer can decode
+    model = GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=128, n_layer=2, n_head=2, n_embd=32))
+    path = tmp_path_factory.mktemp("pre") / "ckpt.pt"
+    atomic_save(make_checkpoint("pretrain", model, tok, {}, 0, {}), path)
+    return path
+
+
+def sft_args(world, pretrained, out, *extra):
+    return ["--init", str(pretrained), "--data", str(world / "sft_train.jsonl"), "--val-data",
+            str(world / "sft_val.jsonl"), "--out", str(out), "--dtype", "float32", "--batch-size", "4",
+            "--eval-limit", "4", "--max-new-tokens", "8", "--warmup", "2", *extra]
+
+
+def train_sft(argv):
+    return script("train_sft.py")["main"](argv)
+
+
+@pytest.fixture(scope="module")
+def full_run(world, pretrained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10"))
+    return out, metrics
+
+
+def test_full_fine_tuning_writes_an_sft_checkpoint_with_its_figures(full_run, world):
+    out, metrics = full_run
+    ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
+    for k in FIGURES:
+        assert k in ckpt["metrics"], k
+    for k in ("wellformed", "wellformed_init", "helpful", "acc_b", "acc_zh", "chance_b", "chance_zh"):
+        assert 0.0 <= ckpt["metrics"][k] <= 1.0, k
+    assert ckpt["metrics"]["params_trainable"] == ckpt["metrics"]["params_total"]  # full fine-tuning
+    # it learns: the held-out loss on assistant tokens falls well below the first evaluation's
+    evals = [json.loads(ln)["val_loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in ln]
+    assert len(evals) == 6 and evals[-1] < evals[0] - 0.5, evals
+    load_model(out / "ckpt.pt", stages=("sft",))  # strict load: a plain GPT
+    # the figures are reproducible from the checkpoint alone, by the function later stages use
+    again = evaluate_checkpoint(out / "ckpt.pt", world, limit=4, device="cpu", figures=("acc_b", "wellformed"),
+                                max_new_tokens=8, dtype="float32")
+    assert again["acc_b"] == ckpt["metrics"]["acc_b"] and again["wellformed"] == ckpt["metrics"]["wellformed"]
+
+
+def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path):
+    out = tmp_path / "lora"
+    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "6", "--lr", "1e-2", "--lora-rank", "4",
+                                 "--eval-limit", "0"))
+    assert (out / "adapter.pt").exists()
+    assert metrics["params_trainable"] < 0.25 * metrics["params_total"]
+    sft, _, _ = load_model(out / "ckpt.pt", stages=("sft",))
+    base, _, _ = load_model(pretrained, stages=("pretrain",))
+    load_adapter(base, out / "adapter.pt")
+    merge_lora(base)
+    merged = {k.replace(".base.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    trained = sft.state_dict()
+    assert merged.keys() == trained.keys()
+    changed = 0
+    for k in trained:
+        torch.testing.assert_close(merged[k], trained[k], atol=1e-6, rtol=0, msg=k)
+        changed += not torch.equal(trained[k], load_checkpoint(pretrained)["model"][k])
+    assert changed == 4 * 2  # exactly the adapted matrices moved (4 per block, 2 blocks); all else is frozen
+
+
+def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tmp_path):
+    ns = script("train_sft.py")
+    cfg = ns["parse_config"](ns["SFTConfig"], ["--init", str(pretrained), "--reinit"])
+    torch.manual_seed(1)
+    model, tok = ns["build_model"](cfg)
+    ref = load_checkpoint(pretrained)
+    assert model.config.to_dict() == ref["model_config"] and tok.to_dict() == ref["tokenizer"]
+    assert not torch.equal(model.state_dict()["transformer.h.0.attn.c_attn.weight"],
+                           ref["model"]["transformer.h.0.attn.c_attn.weight"])
+    # and it trains, here without packing (one conversation per row, right-padded)
+    m = train_sft(sft_args(world, pretrained, tmp_path / "r", "--reinit", "--no-pack", "--steps", "2",
+                           "--eval-limit", "0"))
+    assert m["step"] == 2
+
+
+def test_two_gloo_processes_match_one_process(world, pretrained, tmp_path):
+    common = sft_args(world, pretrained, "X", "--steps", "3", "--eval-limit", "0", "--eval-every", "100", "--lr",
+                      "3e-3")
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [a if a != "X" else str(one) for a in common]
+    r = subprocess.run([sys.executable, "train_sft.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    args = [a if a != "X" else str(two) for a in common]
+    args[args.index("--batch-size") + 1] = "2"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train_sft.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True)["model"] for d in (one, two))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_real_data_path_with_the_gpt2_tokenizer(shared_data, tmp_path):
+    tok = Tokenizer.gpt2()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=256, n_layer=1, n_head=2, n_embd=16))
+    init = tmp_path / "gpt2_tiny.pt"
+    atomic_save(make_checkpoint("pretrain", model, tok, {}, 0, {}), init)
+    m = train_sft(["--init", str(init), "--data", str(shared_data / "lima" / "lima.json"), "--val-data",
+                   str(shared_data / "oasst_trees" / "en_100_tree.jsonl"), "--out", str(tmp_path / "o"),
+                   "--steps", "2", "--batch-size", "2", "--dtype", "float32", "--eval-limit", "2",
+                   "--max-new-tokens", "4", "--warmup", "1"])
+    assert m["step"] == 2 and 0.0 <= m["wellformed"] <= 1.0 and m["val_loss"] > 0
+    assert "acc_b" not in m  # no world beside real data: no gold figures
+
+
+# ----- chat.py
+
+class ScriptedModel(torch.nn.Module):
+    """Stands in for a GPT: 'generates' a fixed token sequence, control tokens included."""
+
+    def __init__(self, tokens):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.tokens = tokens
+
+    def generate_stream(self, idx, n, **kw):
+        for t in self.tokens[:n]:
+            yield torch.tensor([t])
+
+
+def test_streamed_reply_never_shows_control_tokens():
+    tok = Tokenizer.gpt2()
+    chat = script("chat.py")
+    text = "Lena's bicycle is red. Ünïcödé ☃ too."
+    body = tok.encode(text)
+    scripted = [tok.ai, *body[:3], tok.user, *body[3:], tok.end, *tok.encode(" never shown")]
+    pieces = list(chat["stream_reply"](ScriptedModel(scripted), tok, [tok.eot], 100, 0.0))
+    assert "".join(pieces) == text  # markers hidden, stops at <|end|>, multi-byte characters intact
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_context_drops_the_oldest_exchanges_but_keeps_the_system_message():
+    tok = Tokenizer.gpt2()
+    fit_context = script("chat.py")["fit_context"]
+    msgs = [{"role": "system", "content": "Be brief."}]
+    for i in range(5):
+        msgs += [{"role": "user", "content": f"question number {i} " * 5},
+                 {"role": "assistant", "content": f"answer number {i} " * 5}]
+    msgs.append({"role": "user", "content": "last question"})
+    full = tok.render_prompt(msgs)
+    kept, ids, dropped = fit_context(tok, msgs, len(full))
+    assert (kept, ids, dropped) == (msgs, full, 0)
+    kept, ids, dropped = fit_context(tok, msgs, len(full) - 1)
+    assert dropped == 1 and kept == msgs[:1] + msgs[3:] and ids == tok.render_prompt(kept)
+    kept, ids, dropped = fit_context(tok, msgs, 12)
+    assert dropped == 5 and kept == [msgs[0], msgs[-1]] and len(ids) <= 12 and ids[-1] == tok.ai
+
+
+def test_chat_cli_one_shot_answer(full_run):
+    out, _ = full_run
+    r = subprocess.run([sys.executable, "chat.py", "--init", str(out / "ckpt.pt"), "--prompt",
+                        "Who is <|end|> Lena?<|ai|>", "--max-new-tokens", "12", "--dtype", "float32"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "<|" not in r.stdout

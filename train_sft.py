@@ -1,0 +1,219 @@
+"""Stage 2: supervised instruction fine-tuning (SFT) of a pretrained GPT into a chat model, fully or with LoRA.
+
+    python train_sft.py                                   # out/pretrain/ckpt.pt + tinyworld SFT data -> out/sft/ckpt.pt
+    python train_sft.py --lora-rank 8 --out out/sft_lora  # LoRA (Hu et al. 2021): ~3% of the weights train
+    python train_sft.py --reinit --out out/sft_scratch    # control: same data and steps from random weights
+    python chat.py --init out/sft/ckpt.pt
+
+    # real data, GPT-2 size (GPU): GPT-2 124M weights from Hugging Face, LIMA conversations
+    torchrun --nproc_per_node=8 train_sft.py --preset gpt2 --init hf:gpt2/pytorch_model.bin \
+        --data ../shared/data/lima/lima.json --val-data ../shared/data/dolly_sample/dolly_151.jsonl
+
+Same skeleton as train_pretrain.py (setup -> data -> model -> loop -> save); what is this stage's own: conversations
+rendered with the chat template, and cross-entropy only on the tokens the assistant must produce (its replies and
+their <|end|>; prompt, markers and padding get target -1). LoRA merges its update into the weights at the end, so the
+checkpoint is an ordinary GPT; the adapter alone is saved beside it as adapter.pt.
+
+After training, the master process evaluates on held-out prompts and stores the figures in the checkpoint's metrics:
+val_loss, wellformed (and wellformed_init, the same for the model before SFT), and on the built-in world helpful,
+acc_b / chance_b (questions about people the SFT data never mentions: only pretraining can have taught those facts)
+and acc_zh / chance_zh (questions in Chinese after English-only SFT: cross-lingual transfer).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
+from nanotrain.checkpoint import atomic_save, load_checkpoint, make_checkpoint
+from nanotrain.cli import config_dict, flag, parse_config
+from nanotrain.errors import CheckpointError, DataError, run_script
+from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
+from nanotrain.gpt import GPT, GPTConfig, padded_vocab
+from nanotrain.lora import DEFAULT_TARGETS, count_parameters, inject_lora, merge_lora, merged_state_dict, \
+    save_adapter, trainable_summary
+from nanotrain.runtime import setup_runtime, teardown
+from nanotrain.tokenizer import Tokenizer
+from nanotrain.trainer import TrainConfig, train_loop
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    init: str = flag("out/pretrain/ckpt.pt", "checkpoint to fine-tune (pretrain or sft) | hf:PATH (Hugging Face "
+                                             "GPT-2 pytorch_model.bin, with GPT-2's tokenizer)")
+    data: str = flag("data/tinyworld/sft_train.jsonl", "training conversations (JSONL or JSON array; formats in "
+                                                       "nanotrain/chat_data.py)")
+    val_data: str = flag("data/tinyworld/sft_val.jsonl", "held-out conversations (val loss, well-formed rate)")
+    format: str = flag("auto", "auto | messages | alpaca | lima | dolly | oasst")
+    world: str = flag("auto", "world folder for gold-scored evaluation: auto (the --data folder if it holds "
+                              "world.json) | PATH | none")
+    out: str = flag("out/sft", "output folder")
+    preset: str = flag("tiny", "training defaults: tiny (CPU, built-in world) | gpt2 (GPT-2 size on a GPU, real "
+                               "data); a preset replaces only flags left at their default")
+    reinit: bool = flag(False, "control run: keep the init checkpoint's architecture and tokenizer but start from "
+                               "random weights (what pretraining contributed = the difference)")
+    lora_rank: int = flag(0, "LoRA rank r (0: full fine-tuning)")
+    lora_alpha: float = flag(16.0, "LoRA alpha; the update is scaled by alpha / r")
+    lora_dropout: float = flag(0.0, "dropout on the LoRA branch's input")
+    lora_targets: str = flag(DEFAULT_TARGETS, "regex on module names of the nn.Linear layers to adapt")
+    rslora: bool = flag(False, "scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
+    pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
+    max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
+                           "turns from the end, or are skipped if their first reply does not fit")
+    steps: int = flag(150, "optimizer steps")
+    batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
+    lr: float = flag(5e-4, "peak learning rate (LoRA typically wants ~3-10x more than full fine-tuning)")
+    warmup: int = flag(15, "linear warmup steps")
+    weight_decay: float = flag(0.0, "AdamW weight decay on weight matrices")
+    eval_every: int = flag(50, "held-out loss every this many steps")
+    log_every: int = flag(10, "append to metrics.jsonl every this many steps")
+    save_every: int = flag(150, "checkpoint every this many steps")
+    eval_limit: int = flag(150, "prompts per held-out eval file for the final generation-based figures (0: skip)")
+    max_new_tokens: int = flag(64, "reply length limit for the final evaluation")
+
+
+# Training defaults per preset. "gpt2": fine-tune GPT-2 124M (or a GPT-2-size pretrain checkpoint) on a real
+# instruction set such as LIMA on a GPU: LIMA's recipe (small lr, several epochs over 1k examples), packed 1024-token
+# rows, 32 rows per optimizer step (per process: adjust --grad-accum for the number of GPUs).
+PRESETS = {
+    "tiny": {},
+    "gpt2": dict(steps=300, batch_size=8, grad_accum=4, lr=2e-5, warmup=30, eval_every=50, save_every=100,
+                 eval_limit=100, max_new_tokens=256),
+}
+
+
+def apply_preset(cfg: SFTConfig) -> SFTConfig:
+    if cfg.preset not in PRESETS:
+        raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
+    defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
+    changes = {k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) == defaults[k]}
+    return dataclasses.replace(cfg, **changes)
+
+
+def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer]:
+    """The model to fine-tune and its tokenizer, from a nanotrain checkpoint or GPT-2's released weights."""
+    if cfg.init.startswith("hf:"):
+        tok = Tokenizer.gpt2()
+        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
+        model = GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab))
+    else:
+        ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
+        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    if cfg.reinit:  # same architecture, fresh GPT-2 initialisation (seeded by setup_runtime)
+        model = GPT(model.config)
+    return model, tok
+
+
+def world_dir(cfg: SFTConfig) -> Path | None:
+    if cfg.world == "none":
+        return None
+    path = Path(cfg.data).parent if cfg.world == "auto" else Path(cfg.world)
+    if (path / "world.json").exists():
+        return path
+    if cfg.world != "auto":
+        raise FileNotFoundError(f"--world {cfg.world}: no world.json there (use --world none to skip gold figures)")
+    return None
+
+
+def held_out_figures(model, tok, cfg, val_prompts, world, gold, autocast, only_wellformed=False) -> dict:
+    """Generation-based figures. With a world: evaluate.evaluate_chat on its held-out eval files; without one (real
+    data): the well-formed rate of greedy answers to the validation prompts."""
+    if cfg.eval_limit <= 0:
+        return {}
+    if world is None:
+        replies = answer(model, tok, val_prompts[:cfg.eval_limit], cfg.max_new_tokens, autocast=autocast)
+        return {"wellformed": wellformed_rate(replies)}
+    figures = ("wellformed",) if only_wellformed else ("wellformed", "helpful", "acc_b", "acc_zh")
+    return evaluate_chat(model, tok, world, cfg.eval_limit, figures, cfg.max_new_tokens, autocast=autocast,
+                         gold=gold)
+
+
+def main(argv=None) -> dict:
+    cfg = apply_preset(parse_config(SFTConfig, argv, description=__doc__.split("\n\n")[0]))
+    # --- setup
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    # --- model (first: the tokenizer comes with it)
+    model, tok = build_model(cfg)
+    model = model.to(rt.device)
+    T = model.config.block_size
+    max_len = min(cfg.max_len or T, T)
+    # --- data
+    train_convs = load_conversations(cfg.data, cfg.format)
+    val_convs = load_conversations(cfg.val_data, "auto")
+    train_ex, skipped = encode_conversations(train_convs, tok, max_len + 1)  # +1: inputs and targets are shifted
+    val_ex, val_skipped = encode_conversations(val_convs, tok, max_len + 1)
+    if not val_ex:
+        raise DataError(f"{cfg.val_data}: no conversation fits in {max_len} tokens")
+    train = SFTBatches(train_ex, cfg.batch_size, tok.pad, max_len if cfg.pack else None, rt.device, cfg.seed,
+                       rt.rank, rt.world, cfg.grad_accum)
+    val = SFTBatches(val_ex, cfg.batch_size, tok.pad, None, rt.device, cfg.seed)
+    world = world_dir(cfg)
+    gold = None
+    if world is not None and rt.master and cfg.eval_limit > 0:
+        from nanotrain.gold import Gold
+        gold = Gold.load(world)
+    val_prompts, _ = prompts_and_replies(val_convs)
+
+    # --- before training: how often does the initial model end its turn? (the pretrained model never saw <|end|>)
+    metrics0 = {}
+    if rt.master:
+        fig0 = held_out_figures(model, tok, cfg, val_prompts, world, gold, rt.autocast, only_wellformed=True)
+        metrics0 = {f"{k}_init": v for k, v in fig0.items()}
+    flops = model.flops_per_token(max_len)
+    if cfg.lora_rank > 0:
+        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets)
+    n_train, n_total = count_parameters(model)
+    if rt.master:
+        print(f"model: {model.config} from {cfg.init}{' (re-initialised)' if cfg.reinit else ''}; "
+              f"{'LoRA r=%d, ' % cfg.lora_rank if cfg.lora_rank else 'full fine-tuning, '}{trainable_summary(model)}")
+        print(f"data: {len(train_ex)} train conversations ({cfg.data}; {skipped} skipped: first reply longer than "
+              f"{max_len} tokens), {len(val_ex)} val ({val_skipped} skipped); "
+              f"{'packed into %d rows' % train.n if cfg.pack else 'padded'}; {cfg.steps} steps x "
+              f"{cfg.batch_size * cfg.grad_accum * rt.world} rows on {rt.device} ({rt.dtype or torch.float32})")
+
+    # --- loop
+    def loss_fn(m, batch):
+        x, y, weight = batch  # y is -1 except on assistant tokens: the loss is over those only
+        return m(x, y)[1] * weight, {}  # weight: this micro-batch's share of the step's tokens (chat_data.SFTBatches)
+
+    def eval_fn(m):
+        return {"val_loss": mean_loss(m, val.eval_batches())}
+
+    def checkpoint_fn(m, step, metrics):
+        metrics = {**metrics0, **metrics, "params_trainable": n_train, "params_total": n_total,
+                   "trainable_frac": n_train / n_total}
+        ckpt = make_checkpoint("sft", m, tok, config_dict(cfg), step, metrics, init=cfg.init, data=cfg.data,
+                               lora=cfg.lora_rank > 0)
+        if cfg.lora_rank > 0:  # an ordinary GPT state dict with B A folded in: loads like any other checkpoint
+            ckpt["model"] = merged_state_dict(m)
+        return ckpt
+
+    metrics = train_loop(rt, cfg, model, get_batch=train.batch, loss_fn=loss_fn, eval_fn=eval_fn,
+                         checkpoint_fn=checkpoint_fn, tokens_per_micro=int(cfg.batch_size * train.tokens_per_row),
+                         flops_per_token=flops)
+    # --- held-out evaluation, written into the checkpoint that training already saved
+    out = Path(cfg.out)
+    if rt.master:
+        if cfg.lora_rank > 0:
+            save_adapter(model, out / "adapter.pt", init=cfg.init)
+            merge_lora(model)  # same function, no extra matmuls while generating
+        figs = held_out_figures(model, tok, cfg, val_prompts, world, gold, rt.autocast)
+        ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
+        ckpt["metrics"].update(figs)
+        atomic_save(ckpt, out / "ckpt.pt")
+        metrics = ckpt["metrics"]
+        report = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("val_loss", "wellformed_init", "wellformed", "helpful",
+                                                               "acc_b", "chance_b", "acc_zh", "chance_zh")
+                           if k in metrics)
+        print(f"{report}; checkpoint: {out / 'ckpt.pt'}")
+    teardown(rt)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -163,21 +163,20 @@ def run_nanotrain(texts, cfg, bands, rows, chunk=512):
 
 def run_datasketch(texts, cfg, bands, rows, shingles=None):
     from datasketch import MinHash, MinHashLSH as DSLSH
-    if shingles is None:
-        shingles = [reference_shingles(t, cfg.ngram) for t in texts]
+    if shingles is None:  # streamed, one document at a time, as in a real run
+        shingles = (reference_shingles(t, cfg.ngram) for t in texts)
     lsh = DSLSH(num_perm=cfg.num_perm, params=(bands, rows))
     pairs, minhashes = [], []
     uf = UnionFind(len(texts))
     for i, m in enumerate(MinHash.generator(shingles, num_perm=cfg.num_perm, seed=1)):
-        if not shingles[i]:  # as in nanotrain: a document without shingles is never a candidate
-            minhashes.append(None)
+        minhashes.append(m)
+        if m.is_empty():  # as in nanotrain: a document without shingles is never a candidate
             continue
         for j in lsh.query(m):
             if m.jaccard(minhashes[j]) >= cfg.threshold:
                 pairs.append((j, i))
                 uf.union(j, i)
         lsh.insert(i, m)
-        minhashes.append(m)
     return pairs, np.array([uf.find(i) for i in range(len(texts))]), lsh
 
 

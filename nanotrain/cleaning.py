@@ -201,7 +201,7 @@ def process_chunk(docs: list[Doc], steps: Steps) -> list[Outcome]:
             elif hit is not None:
                 docs[i].record["contaminated"] = hit[1]
         alive = [i for i in alive if out[i].step is None]
-    for i in alive:
+    for i in alive if steps.exact_dedup else ():
         out[i].key = exact_key(docs[i].record["text"])
     if steps.near_dedup and alive:
         sigs = MinHasher(steps.num_perm, steps.ngram, steps.seed).signatures([docs[i].record["text"] for i in alive])

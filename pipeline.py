@@ -30,12 +30,21 @@ ROOT = Path(__file__).resolve().parent
 
 @dataclass
 class PipelineConfig:
+    preset: str = flag("tinyworld", "tinyworld (the built-in world, CPU, minutes) | real (GPT-2 124M on real data, "
+                                    "one GPU; --tiny shrinks it to a CPU smoke run)")
     world: str = flag("data/tinyworld", "folder of the generated world")
-    out: str = flag("out", "folder for every stage's outputs and the report")
+    out: str = flag("", "folder for every stage's outputs and the report (default: out, or out/real)")
     seed: int = flag(0, "seed of the world and of every stage")
     force: bool = flag(False, "re-run stages even when up to date")
     only: str = flag("", "comma-separated stage names to run (default: all)")
     device: str = flag("auto", "device for every training stage")
+    tiny: bool = flag(False, "real preset at a tiny size (2 layers, a few steps): checks the whole path on a CPU")
+    pretrain_data: str = flag("data/tinystories/train.jsonl", "real preset: pretraining text (data/download.py "
+                                                              "tinystories, or local FineWeb-Edu JSONL)")
+    sft_data: str = flag("data/alpaca/alpaca_data.json", "real preset: instructions (Alpaca / LIMA / Dolly / OASST)")
+    sft_val_data: str = flag("../shared/data/dolly_sample/dolly_151.jsonl", "real preset: held-out instructions")
+    pref_data: str = flag("data/hh_rlhf/helpful-base_train.jsonl.gz", "real preset: preference pairs (HH-RLHF)")
+    estimate: bool = flag(False, "print the real preset's expected time on one H100 from its FLOPs count, and exit")
 
 
 @dataclass
@@ -48,6 +57,10 @@ class Stage:
 
 
 def stages(cfg: PipelineConfig) -> list[Stage]:
+    return real_stages(cfg) if cfg.preset == "real" else tinyworld_stages(cfg)
+
+
+def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device]
     tok = f"{w}/tokens"
     py = sys.executable
@@ -78,6 +91,78 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
     ]
 
 
+# The real-data preset: GPT-2 124M, pretrained on TinyStories (or FineWeb-Edu), instruction-tuned on Alpaca (or
+# LIMA / Dolly / OASST), a reward model and DPO and PPO on HH-RLHF. GPU sizes per process; --tiny shrinks every stage
+# to seconds on a CPU so the same path is tested with the samples in ../shared/data.
+REAL_GPU = {
+    "model": ["--preset", "gpt2"],
+    "pretrain": ["--batch-size", "16", "--grad-accum", "32", "--steps", "2000", "--lr", "6e-4", "--warmup", "100",
+                 "--eval-every", "250", "--save-every", "250"],
+    "sft": ["--preset", "gpt2"],
+    "rm": ["--batch-size", "16", "--steps", "1000", "--lr", "1e-5", "--warmup", "50", "--eval-every", "200"],
+    "dpo": ["--batch-size", "16", "--steps", "1000", "--lr", "5e-7", "--beta", "0.1", "--eval-limit", "0"],
+    "ppo": ["--steps", "200", "--rollout-batch", "64", "--max-new-tokens", "128", "--eval-limit", "0"],
+}
+REAL_TINY = {
+    "model": ["--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--block-size", "128"],
+    "pretrain": ["--batch-size", "2", "--steps", "3", "--warmup", "1", "--eval-every", "3", "--eval-batches", "1"],
+    "sft": ["--batch-size", "2", "--steps", "2", "--warmup", "1", "--eval-limit", "0"],
+    "rm": ["--batch-size", "2", "--steps", "2", "--warmup", "1"],
+    "dpo": ["--batch-size", "2", "--steps", "2", "--warmup", "1", "--eval-limit", "0"],
+    "ppo": ["--steps", "1", "--rollout-batch", "2", "--minibatch", "2", "--max-new-tokens", "8", "--eval-limit", "0"],
+}
+
+
+def real_stages(cfg: PipelineConfig) -> list[Stage]:
+    o, s, dev, py = cfg.out, ["--seed", str(cfg.seed)], ["--device", cfg.device], sys.executable
+    f = REAL_TINY if cfg.tiny else REAL_GPU
+    tok, prompts = f"{o}/tokens", f"{o}/prompts.jsonl"
+    none = ["--world", "none"]  # real data has no gold scorer: the stages report their held-out losses/accuracies
+    return [
+        Stage("tokenize", [py, "data/prepare_pretrain.py", "--input", cfg.pretrain_data, "--tokenizer", "gpt2",
+                           "--out", tok, *s], [cfg.pretrain_data], [f"{tok}/meta.json"], tok),
+        Stage("pretrain", [py, "train_pretrain.py", "--data", tok, "--out", f"{o}/pretrain", *f["model"],
+                           *f["pretrain"], *s, *dev], [f"{tok}/meta.json"], [f"{o}/pretrain/ckpt.pt"], f"{o}/pretrain"),
+        Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--data", cfg.sft_data, "--val-data",
+                      cfg.sft_val_data, "--out", f"{o}/sft", *none, *f["sft"], *s, *dev],
+              [f"{o}/pretrain/ckpt.pt", cfg.sft_data], [f"{o}/sft/ckpt.pt"], f"{o}/sft"),
+        Stage("prompts", [py, "data/prepare_prompts.py", "--input", cfg.pref_data, "--out", prompts],
+              [cfg.pref_data], [prompts], o),
+        Stage("rm", [py, "train_rm.py", "--init", f"{o}/sft/ckpt.pt", "--data", cfg.pref_data, "--val-fraction",
+                     "0.1", "--out", f"{o}/rm", *none, *f["rm"], *s, *dev],
+              [f"{o}/sft/ckpt.pt", cfg.pref_data], [f"{o}/rm/ckpt.pt"], f"{o}/rm"),
+        Stage("rlhf_dpo", [py, "train_rlhf.py", "--algo", "dpo", "--init", f"{o}/sft/ckpt.pt", "--data",
+                           cfg.pref_data, "--out", f"{o}/rlhf_dpo", *none, *f["dpo"], *s, *dev],
+              [f"{o}/sft/ckpt.pt", cfg.pref_data], [f"{o}/rlhf_dpo/ckpt.pt"], f"{o}/rlhf_dpo"),
+        Stage("rlhf_ppo", [py, "train_rlhf.py", "--algo", "ppo", "--init", f"{o}/sft/ckpt.pt", "--reward",
+                           f"{o}/rm/ckpt.pt", "--data", prompts, "--out", f"{o}/rlhf_ppo", *none, *f["ppo"], *s,
+                           *dev], [f"{o}/sft/ckpt.pt", f"{o}/rm/ckpt.pt", prompts], [f"{o}/rlhf_ppo/ckpt.pt"],
+              f"{o}/rlhf_ppo"),
+    ]
+
+
+def estimate_real_gpu(peak_flops: float = 989e12, mfu: float = 0.4) -> list[tuple[str, float, float]]:
+    """(stage, FLOPs, hours) of the real preset on one H100 (989 TFLOP/s dense bf16) at an assumed 40% MFU.
+
+    Training costs 6N + 12*L*C*T FLOPs per token (GPT.flops_per_token); generation and reference passes cost a third
+    of that (forward only). Token counts come from the preset's flags: steps x sequences x sequence length.
+    """
+    from nanotrain.gpt import GPT, GPTConfig, PRESETS
+
+    model = GPT(GPTConfig(**PRESETS["gpt2"], vocab_size=50304))
+    T = model.config.block_size
+    train = model.flops_per_token(T)
+    fwd = train / 3
+    rows = [
+        ("pretrain", 2000 * 16 * 32 * T * train),  # 1.05B tokens: about two epochs of TinyStories
+        ("sft", 300 * 8 * 4 * T * train),
+        ("rm", 1000 * 16 * 2 * 512 * train),  # pairs of <= 512 tokens
+        ("dpo", 1000 * 16 * 2 * 512 * (train + fwd)),  # policy trained, reference forward once
+        ("ppo", 200 * 64 * (256 * fwd * 3 + 256 * train * 4)),  # rollout/ref/rm forwards; 4 PPO epochs
+    ]
+    return [(name, flops, flops / (peak_flops * mfu) / 3600) for name, flops in rows]
+
+
 def stamp_of(stage: Stage) -> str:
     """What the stage's result depends on: its command, its script's source, and its inputs' size and mtime."""
     h = hashlib.sha256(json.dumps(stage.argv[1:]).encode())
@@ -101,6 +186,16 @@ def peak_child_rss_mib() -> float:
 
 def main(argv=None):
     cfg = parse_config(PipelineConfig, argv, description=__doc__.split("\n\n")[0])
+    if cfg.estimate:
+        rows = estimate_real_gpu()
+        print("real preset on one H100 at 40% MFU (from the FLOPs count):")
+        for name, flops, hours in rows:
+            print(f"  {name:<10} {flops:.2e} FLOPs  {hours * 60:6.0f} min")
+        print(f"  {'total':<10} {sum(r[1] for r in rows):.2e} FLOPs  {sum(r[2] for r in rows) * 60:6.0f} min")
+        return
+    if cfg.preset not in ("tinyworld", "real"):
+        sys.exit(f"pipeline: --preset must be tinyworld or real, not {cfg.preset!r}")
+    cfg.out = cfg.out or ("out/real" if cfg.preset == "real" else "out")
     only = set(filter(None, cfg.only.split(",")))
     timings: dict[str, dict] = {}
     t_all = time.perf_counter()
@@ -122,6 +217,9 @@ def main(argv=None):
         (ROOT / st.stamp_dir / "stamp.json").write_text(json.dumps({"stamp": stamp_of(st), **timings[st.name]}))
     total = time.perf_counter() - t_all
     peak = peak_child_rss_mib()
+    if cfg.preset == "real":
+        print(f"\npipeline (real preset): {total / 60:.1f} minutes; checkpoints under {cfg.out}/")
+        return
     report = write_report(ROOT / cfg.out, ROOT / cfg.world, timings, total_s=total, peak_rss_mib=peak)
     print(report)
     print(f"\npipeline: {total / 60:.1f} minutes, peak memory of any stage {peak / 1024:.2f} GiB; report: "

@@ -1,0 +1,27 @@
+"""pipeline.py: the real-data preset end to end at a tiny size on the samples in ../shared/data (every stage's real
+path: GPT-2 tokenizer, TinyStories text, LIMA instructions, HH-RLHF pairs for the reward model, DPO and PPO), and a
+second run that finds every stage up to date."""
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+
+
+def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_data, tmp_path):
+    out = tmp_path / "real"
+    args = [sys.executable, "pipeline.py", "--preset", "real", "--tiny", "--out", str(out),
+            "--pretrain-data", str(shared_data / "tinystories" / "tinystories_valid_head.txt"),
+            "--sft-data", str(shared_data / "lima" / "lima.json"),
+            "--sft-val-data", str(shared_data / "dolly_sample" / "dolly_151.jsonl"),
+            "--pref-data", str(shared_data / "hh_rlhf" / "helpful-base_test.jsonl.gz")]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    for stage, kind in [("pretrain", "pretrain"), ("sft", "sft"), ("rm", "rm"), ("rlhf_dpo", "rlhf"),
+                        ("rlhf_ppo", "rlhf")]:
+        ck = torch.load(out / stage / "ckpt.pt", weights_only=True)
+        assert ck["stage"] == kind and ck["tokenizer"]["name"] == "gpt2"
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert again.stdout.count("up to date, skipped") == 7, again.stdout

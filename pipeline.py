@@ -163,13 +163,25 @@ def estimate_real_gpu(peak_flops: float = 989e12, mfu: float = 0.4) -> list[tupl
     return [(name, flops, flops / (peak_flops * mfu) / 3600) for name, flops in rows]
 
 
+def file_digest(path: Path) -> str:
+    """Content hash of an input (so regenerating identical data does not make the next stage stale); files over
+    1 GiB (real corpora) are identified by size and modification time instead, to keep the check instant."""
+    st = path.stat()
+    if st.st_size > 1 << 30:
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def stamp_of(stage: Stage) -> str:
-    """What the stage's result depends on: its command, its script's source, and its inputs' size and mtime."""
+    """What the stage's result depends on: its command, its script's source, and its inputs' contents."""
     h = hashlib.sha256(json.dumps(stage.argv[1:]).encode())
     h.update((ROOT / stage.argv[1]).read_bytes())
     for f in stage.inputs:
-        st = (ROOT / f).stat()
-        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{f}:{file_digest(ROOT / f)}".encode())
     return h.hexdigest()
 
 

@@ -51,7 +51,7 @@ class BenchConfig:
     ngram: int = flag(5, "words per shingle")
     planted: float = flag(0.4, "fraction of base documents that get planted copies")
     fn_weight: float = flag(FN_WEIGHT, "weight of LSH misses when choosing (bands, rows); see nanotrain.minhash")
-    repeats: int = flag(3, "timed runs per method (best is reported)")
+    repeats: int = flag(5, "timed runs per method, taken in turns (the best of each is reported)")
     scale_docs: int = flag(100_000, "documents in the throughput/memory corpus (0: skip)")
     baseline_scale: bool = flag(True, "also measure datasketch on the scale corpus (slow)")
     seed: int = flag(0, "corpus seed")

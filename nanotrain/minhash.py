@@ -118,7 +118,7 @@ def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     The texts are joined into one byte buffer; a word is a maximal run of word bytes. Each word is read straight out
     of the buffer 8 bytes at a time (an unaligned uint64 view), the bytes past its end masked off; no word contains
     a zero byte, so these 8-byte chunks identify it. A longer word's chunks are folded through fmix64."""
-    encoded = [_encode(t) for t in texts]
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]  # as _encode, without a call per text
     doc_start = np.cumsum([1] + [len(e) + 1 for e in encoded])  # each text is preceded by one separator byte
     # one leading and 8 trailing separators: every word has a byte before it, and 8-byte reads never run off the end
     buf = (b"\n" + b"\n".join(encoded) + b"\0" * 8).translate(_NORMALISE)

@@ -109,7 +109,7 @@ def main(argv=None) -> list[str]:
         if rm is not None:
             from nanotrain.reward import best_of_n
             best, texts, scores = best_of_n(model, tok, rm, kept, cfg.best_of, max_new, cfg.temperature,
-                                            autocast=rt.autocast)
+                                            autocast=rt.autocast, generator=gen)
             print(f"[best of {len(texts)} by reward: {', '.join(f'{s:.2f}' for s in scores)}]", file=sys.stderr)
             print(best, flush=True)
             return best

@@ -60,6 +60,8 @@ class SFTConfig(TrainConfig):
     lora_dropout: float = flag(0.0, "dropout on the LoRA branch's input")
     lora_targets: str = flag(DEFAULT_TARGETS, "regex on module names of the nn.Linear layers to adapt")
     rslora: bool = flag(False, "scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
+    lora_token_rows: bool = flag(True, "with LoRA, also train the embedding rows of the special tokens (chat markers "
+                                       "and <|end|> are new to the model; see nanotrain/lora.py)")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
                            "turns from the end, or are skipped if their first reply does not fit")
@@ -166,7 +168,8 @@ def main(argv=None) -> dict:
         metrics0 = {f"{k}_init": v for k, v in fig0.items()}
     flops = model.flops_per_token(max_len)
     if cfg.lora_rank > 0:
-        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets)
+        rows = sorted(tok.special_ids.values()) if cfg.lora_token_rows else None
+        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows)
     n_train, n_total = count_parameters(model)
     if rt.master:
         print(f"model: {model.config} from {cfg.init}{' (re-initialised)' if cfg.reinit else ''}; "

@@ -10,11 +10,18 @@ tiny model that is ~3% of the weights, and the optimizer state shrinks with it. 
 update's size roughly independent of r when r is changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023)
 uses alpha / sqrt(r) instead, which keeps learning stable at large ranks.
 
+One thing a low-rank update of the blocks cannot do well is give a token that pretraining never showed a useful
+embedding: the chat markers and ``<|end|>`` exist only from SFT on, and the model must learn to *emit* ``<|end|>``,
+whose output row (tied to its embedding) pretraining only ever pushed down. So the rows of those few tokens get
+their own trainable offsets (``TokenRows``, applied to the tied embedding and LM head alike): 6 x n_embd numbers,
+the same idea as PEFT's ``trainable_token_indices``. Without them a LoRA model learns to stop far later than a
+fully fine-tuned one.
+
 After training, ``merge`` folds B A into W0 (W = W0 + scale * B A), so the adapted model costs nothing extra at
 inference and is saved as an ordinary checkpoint; ``unmerge`` subtracts it again. The adapter alone (A and B of every
 layer, a few hundred KB) can be saved and applied to the same base later.
 
-    n = inject_lora(model, r=8, alpha=16)           # wrap every linear layer whose name matches the pattern
+    n = inject_lora(model, r=8, alpha=16, token_rows=sorted(tok.special_ids.values()))
     print(trainable_summary(model))                 # "trainable: 131,072 of 4,325,376 parameters (3.03%)"
     ... train ...
     save_adapter(model, "out/sft/adapter.pt")       # A and B only
@@ -27,9 +34,12 @@ import re
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nanotrain.checkpoint import atomic_save
 from nanotrain.errors import CheckpointError
+
+TRAINABLE = ("lora_A", "lora_B", "token_rows.delta")  # names of the only parameters that train
 
 # Every linear layer inside the transformer blocks: attention's fused QKV (c_attn) and output (attn.c_proj), and the
 # MLP's two layers (c_fc, mlp.c_proj). The paper adapts only W_q and W_v; adapting the MLP too recovers more of full
@@ -84,14 +94,49 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scale={self.scale:.4g}{', merged' if self.merged else ''}"
 
 
+class TokenRows(nn.Module):
+    """Trainable offsets for a few rows of a (V x C) token matrix: W_eff = W + scatter(rows, delta).
+
+    One instance is shared by the embedding and the LM head, which GPT-2 ties to the same matrix, so the tie holds."""
+
+    def __init__(self, rows: list[int], dim: int, device=None, dtype=None):
+        super().__init__()
+        self.register_buffer("rows", torch.tensor(sorted(set(rows)), dtype=torch.long, device=device))
+        self.delta = nn.Parameter(torch.zeros(len(self.rows), dim, device=device, dtype=dtype))
+        self.merged = False
+
+    def apply(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight if self.merged else weight.index_add(0, self.rows, self.delta.to(weight.dtype))
+
+
+class RowAdaptedEmbedding(nn.Module):
+    def __init__(self, base: nn.Embedding, rows: TokenRows):
+        super().__init__()
+        self.base, self.token_rows = base, rows
+        base.weight.requires_grad_(False)
+
+    def forward(self, idx):
+        return F.embedding(idx, self.token_rows.apply(self.base.weight))
+
+
+class RowAdaptedHead(nn.Module):
+    def __init__(self, base: nn.Linear, rows: TokenRows):
+        super().__init__()
+        self.base, self.token_rows = base, rows
+
+    def forward(self, x):
+        return F.linear(x, self.token_rows.apply(self.base.weight), self.base.bias)
+
+
 def lora_layers(model) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
 def inject_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False,
-                targets: str = DEFAULT_TARGETS) -> int:
-    """Replace every ``nn.Linear`` whose module name matches the regex ``targets`` by a LoRALinear around it, then
-    freeze everything except the LoRA factors. Returns the number of layers wrapped."""
+                targets: str = DEFAULT_TARGETS, token_rows: list[int] | None = None) -> int:
+    """Replace every ``nn.Linear`` whose module name matches the regex ``targets`` by a LoRALinear around it, give
+    the tokens ``token_rows`` (if any) trainable embedding offsets, then freeze everything except the LoRA factors
+    and those offsets. Returns the number of layers wrapped."""
     pattern = re.compile(targets)
     chosen = [name for name, m in model.named_modules()
               if isinstance(m, nn.Linear) and not isinstance(m, LoRALinear) and pattern.search(name)]
@@ -101,9 +146,15 @@ def inject_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rs
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, rslora))
+    if token_rows:
+        wte, head = model.transformer.wte, model.lm_head
+        rows = TokenRows(token_rows, wte.embedding_dim, wte.weight.device, wte.weight.dtype)
+        model.transformer.wte = RowAdaptedEmbedding(wte, rows)
+        model.lm_head = RowAdaptedHead(head, rows)
     for name, p in model.named_parameters():
-        p.requires_grad_(name.endswith(("lora_A", "lora_B")))
-    model.lora_config = dict(r=r, alpha=alpha, dropout=dropout, rslora=rslora, targets=targets)
+        p.requires_grad_(name.endswith(TRAINABLE))
+    model.lora_config = dict(r=r, alpha=alpha, dropout=dropout, rslora=rslora, targets=targets,
+                             token_rows=list(token_rows or []))
     return len(chosen)
 
 
@@ -118,14 +169,31 @@ def trainable_summary(model) -> str:
     return f"trainable: {n:,} of {total:,} parameters ({100 * n / total:.2f}%)"
 
 
+def token_rows_of(model) -> TokenRows | None:
+    emb = model.transformer.wte
+    return emb.token_rows if isinstance(emb, RowAdaptedEmbedding) else None
+
+
 def merge_lora(model) -> None:
     for m in lora_layers(model).values():
         m.merge()
+    rows = token_rows_of(model)
+    if rows is not None and not rows.merged:
+        with torch.no_grad():  # the weight is shared by embedding and head: one update serves both
+            w = model.transformer.wte.base.weight
+            w.index_add_(0, rows.rows, rows.delta.to(w.dtype))
+        rows.merged = True
 
 
 def unmerge_lora(model) -> None:
     for m in lora_layers(model).values():
         m.unmerge()
+    rows = token_rows_of(model)
+    if rows is not None and rows.merged:
+        with torch.no_grad():
+            w = model.transformer.wte.base.weight
+            w.index_add_(0, rows.rows, -rows.delta.to(w.dtype))
+        rows.merged = False
 
 
 @torch.no_grad()
@@ -133,16 +201,20 @@ def merged_state_dict(model) -> dict:
     """The state dict of the model *without* LoRA, with every B A folded into its base weight: it loads into a plain
     GPT (strictly). The model itself is left as it is (merged or not)."""
     layers = lora_layers(model)
+    rows = token_rows_of(model)
     out = {}
     for key, v in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if leaf in ("lora_A", "lora_B"):
+        if leaf in ("lora_A", "lora_B") or ".token_rows." in key:
             continue
         if owner.endswith(".base") and owner[:-5] in layers:
             layer = layers[owner[:-5]]
             key = f"{owner[:-5]}.{leaf}"
             if leaf == "weight" and not layer.merged:
                 v = v + layer.delta().to(v.dtype)
+        elif key in ("transformer.wte.base.weight", "lm_head.base.weight"):
+            key = key.replace(".base.", ".")
+            v = rows.apply(v)  # a no-op once merged
         out[key] = v
     return out
 
@@ -152,8 +224,7 @@ def adapter_state(model) -> dict:
     if not hasattr(model, "lora_config"):
         raise ValueError("this model has no LoRA layers (call inject_lora first)")
     return {"lora_config": dict(model.lora_config),
-            "adapter": {k: v.detach().cpu() for k, v in model.state_dict().items()
-                        if k.endswith(("lora_A", "lora_B"))}}
+            "adapter": {k: v.detach().cpu() for k, v in model.state_dict().items() if k.endswith(TRAINABLE)}}
 
 
 def save_adapter(model, path, **extra) -> None:
@@ -172,9 +243,10 @@ def load_adapter(model, path_or_state) -> None:
             raise CheckpointError(f"{path_or_state} is not a LoRA adapter file (no 'adapter'/'lora_config')")
     if not lora_layers(model):
         inject_lora(model, **state["lora_config"])
-    if any(m.merged for m in lora_layers(model).values()):
+    rows = token_rows_of(model)
+    if any(m.merged for m in lora_layers(model).values()) or (rows is not None and rows.merged):
         raise ValueError("unmerge the LoRA layers before loading an adapter into them")
-    own = {k for k in model.state_dict() if k.endswith(("lora_A", "lora_B"))}
+    own = {k for k in model.state_dict() if k.endswith(TRAINABLE)}
     given = set(state["adapter"])
     if own != given:
         raise CheckpointError(f"adapter does not fit this model: missing {sorted(own - given)[:3]}, "

@@ -31,12 +31,15 @@ def base_model(seed=0):
     return GPT(CFG).eval()
 
 
+ROWS = [3, 30, 31]  # stand-ins for the chat markers: tokens whose embedding rows train too
+
+
 def randomize_lora(model, seed=1):
-    """Non-zero B (it starts at zero), so the adapter changes the function."""
+    """Non-zero B and token-row offsets (both start at zero), so the adapter changes the function."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("lora_B"):
+            if name.endswith(("lora_B", "token_rows.delta")):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
@@ -45,9 +48,9 @@ def test_at_init_the_wrapped_model_equals_the_base_exactly():
     x = torch.randint(0, 32, (3, 16))
     ref = base(x)[0]
     lora = copy.deepcopy(base)
-    n = inject_lora(lora, r=4, alpha=8)
+    n = inject_lora(lora, r=4, alpha=8, token_rows=ROWS)
     assert n == 4 * CFG.n_layer  # c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in every block
-    assert torch.equal(lora(x)[0], ref)  # B = 0: not approximately, exactly
+    assert torch.equal(lora(x)[0], ref)  # B = 0 and row offsets 0: not approximately, exactly
     layer = lora.transformer.h[0].attn.c_attn
     assert isinstance(layer, LoRALinear) and not torch.all(layer.lora_A == 0) and torch.all(layer.lora_B == 0)
     # Kaiming-uniform with a = sqrt(5): bound = 1 / sqrt(fan_in)
@@ -56,7 +59,8 @@ def test_at_init_the_wrapped_model_equals_the_base_exactly():
 
 def test_merge_unmerge_and_the_merged_state_dict():
     model = base_model()
-    inject_lora(model, r=4, alpha=8)
+    wte0 = model.transformer.wte.weight.detach().clone()
+    inject_lora(model, r=4, alpha=8, token_rows=ROWS)
     randomize_lora(model)
     x = torch.randint(0, 32, (2, 16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -75,24 +79,29 @@ def test_merge_unmerge_and_the_merged_state_dict():
     plain.load_state_dict(merged_state_dict(model))
     assert torch.allclose(plain(x)[0], out, atol=1e-5)
     assert not any(isinstance(m, LoRALinear) for m in plain.modules())
+    # the token offsets land in exactly their rows of the (still tied) embedding / output matrix
+    delta = model.transformer.wte.token_rows.delta
+    moved = (plain.transformer.wte.weight - wte0).abs().sum(1).nonzero().flatten().tolist()
+    assert moved == ROWS and torch.allclose(plain.transformer.wte.weight[ROWS], wte0[ROWS] + delta)
+    assert plain.lm_head.weight is plain.transformer.wte.weight
 
 
 def test_only_lora_factors_get_gradients_and_the_count_is_r_times_in_plus_out():
     model = base_model()
     r = 4
-    inject_lora(model, r=r, alpha=8)
+    inject_lora(model, r=r, alpha=8, token_rows=ROWS)
     x = torch.randint(0, 32, (2, 16))
     loss = model(x, x)[1]
     loss.backward()
     for name, p in model.named_parameters():
-        if name.endswith(("lora_A", "lora_B")):
+        if name.endswith(("lora_A", "lora_B", "token_rows.delta")):
             assert p.requires_grad and p.grad is not None, name
         else:
             assert not p.requires_grad and p.grad is None, name
     C = CFG.n_embd
     per_block = r * (C + 3 * C) + r * (C + C) + r * (C + 4 * C) + r * (4 * C + C)  # c_attn, c_proj, c_fc, c_proj
     trainable, total = count_parameters(model)
-    assert trainable == CFG.n_layer * per_block
+    assert trainable == CFG.n_layer * per_block + len(ROWS) * C
     assert total == sum(p.numel() for p in GPT(CFG).parameters()) + trainable  # the tied embedding counted once
 
 
@@ -109,13 +118,15 @@ def test_target_pattern_rank_scaling_and_rslora():
 
 def test_adapter_alone_round_trips(tmp_path):
     model = base_model()
-    inject_lora(model, r=4, alpha=8)
+    inject_lora(model, r=4, alpha=8, token_rows=ROWS)
     randomize_lora(model)
     x = torch.randint(0, 32, (2, 16))
     out = model(x)[0]
     save_adapter(model, tmp_path / "adapter.pt")
     saved = torch.load(tmp_path / "adapter.pt", weights_only=True)
-    assert all(k.endswith(("lora_A", "lora_B")) for k in saved["adapter"])  # no base weights in the file
+    # no base weights in the file: only the factors and the three row offsets
+    assert all(k.endswith(("lora_A", "lora_B", "token_rows.delta")) for k in saved["adapter"])
+    assert sum(v.numel() for k, v in saved["adapter"].items() if k.startswith("lm_head")) == len(ROWS) * CFG.n_embd
     fresh = base_model()  # the same base, no LoRA yet
     load_adapter(fresh, tmp_path / "adapter.pt")
     assert torch.allclose(fresh(x)[0], out, atol=1e-6)

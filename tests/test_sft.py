@@ -97,14 +97,20 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
     base, _, _ = load_model(pretrained, stages=("pretrain",))
     load_adapter(base, out / "adapter.pt")
     merge_lora(base)
-    merged = {k.replace(".base.", "."): v for k, v in base.state_dict().items() if "lora_" not in k}
+    merged = {k.replace(".base.", "."): v for k, v in base.state_dict().items()
+              if "lora_" not in k and "token_rows" not in k}
     trained = sft.state_dict()
     assert merged.keys() == trained.keys()
-    changed = 0
+    init = load_checkpoint(pretrained)["model"]
+    changed = []
     for k in trained:
         torch.testing.assert_close(merged[k], trained[k], atol=1e-6, rtol=0, msg=k)
-        changed += not torch.equal(trained[k], load_checkpoint(pretrained)["model"][k])
-    assert changed == 4 * 2  # exactly the adapted matrices moved (4 per block, 2 blocks); all else is frozen
+        if not torch.equal(trained[k], init[k]):
+            changed.append(k)
+    # exactly the adapted matrices moved (4 per block, 2 blocks) and the tied token matrix, in its special rows only
+    assert len(changed) == 4 * 2 + 2 and "transformer.wte.weight" in changed and "lm_head.weight" in changed
+    moved = (trained["transformer.wte.weight"] - init["transformer.wte.weight"]).abs().sum(1).nonzero().flatten()
+    assert set(moved.tolist()) <= set(load_checkpoint(pretrained)["tokenizer"]["special_tokens"].values())
 
 
 def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tmp_path):
@@ -204,3 +210,17 @@ def test_chat_cli_one_shot_answer(full_run):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "<|" not in r.stdout
+
+
+def test_chat_cli_best_of_n_with_a_reward_model(full_run, tmp_path):
+    from nanotrain.reward import RewardModel
+
+    out, _ = full_run
+    model, tok, _ = load_model(out / "ckpt.pt", stages=("sft",))
+    torch.manual_seed(0)
+    rm = RewardModel(model.config, tok)
+    atomic_save(make_checkpoint("rm", rm, tok, {}, 1, {}), tmp_path / "rm.pt")
+    replies = script("chat.py")["main"](["--init", str(out / "ckpt.pt"), "--prompt", "Where does Lena live?",
+                                         "--best-of", "3", "--reward", str(tmp_path / "rm.pt"), "--temperature",
+                                         "1.0", "--max-new-tokens", "8", "--dtype", "float32"])
+    assert len(replies) == 1 and "<|" not in replies[0]

@@ -45,7 +45,7 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
         "| stage | figure | value |", "|---|---|---|",
         f"| pretrain | validation loss (nats) vs unigram entropy of the corpus | {_f(pre.get('val_loss'))} vs "
         f"{_f(pre.get('unigram_entropy'))} |",
-        f"| pretrain | training tokens/s, MFU vs same-run bf16 matmul peak | {_f(pre.get('tokens_per_s_avg'), ',.0f')}, "
+        f"| pretrain | training tokens/s, MFU vs a same-run matmul peak (in the dtype trained) | {_f(pre.get('tokens_per_s_avg'), ',.0f')}, "
         f"{_pct(pre.get('mfu'))} |",
         f"| sft | validation loss on held-out chats | {_f(sft.get('val_loss'))} |",
         f"| sft | well-formed answers (end with <\\|end\\|>): before SFT → after | {_pct(sft.get('wellformed_init'))} → "

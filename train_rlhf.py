@@ -81,6 +81,7 @@ class RLHFConfig(TrainConfig, PPOConfig):
                             "dpo/kto 0.1)")
     loss_type: str = flag("dpo", "dpo | ipo")
     label_smoothing: float = flag(0.0, "conservative DPO: assumed share of flipped labels")
+    nll_weight: float = flag(0.0, "DPO/IPO: add this times the chosen answers' NLL per token (Llama 3, RPO)")
     lambda_d: float = flag(1.0, "KTO weight of desirable examples (rebalanced for the data's imbalance)")
     lambda_u: float = flag(1.0, "KTO weight of undesirable examples")
     online_rounds: int = flag(0, "DPO: rounds of sampling pairs from the policy itself (0: offline on --data)")
@@ -111,11 +112,12 @@ def resolve(cfg: RLHFConfig) -> RLHFConfig:
 
 
 @torch.no_grad()
-def sampled_kl(policy, reference, tok, prompts, cfg, autocast, lora_reference: bool) -> float:
-    """KL(pi || pi_ref) per answer in nats, estimated from answers sampled from the policy (at --temperature): the
-    mean over answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased)."""
+def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_reference: bool) -> tuple[float, float]:
+    """On answers sampled from the policy (at --temperature): KL(pi || pi_ref) per answer in nats, the mean over
+    answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their mean gold helpfulness (the two axes
+    of the reward-vs-KL frontier, DPO paper fig. 2)."""
     g = torch.Generator().manual_seed(cfg.seed + 99)
-    total = 0.0
+    kl = score = 0.0
     for s in range(0, len(prompts), 64):
         ro = sample_rollouts(policy, tok, prompts[s:s + 64], cfg.eval_tokens, cfg.temperature, g, autocast)
         resp = ro.idx[:, ro.P:]
@@ -126,8 +128,10 @@ def sampled_kl(policy, reference, tok, prompts, cfg, autocast, lora_reference: b
                     ref = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
             else:
                 ref = token_logprobs(response_logits(reference, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
-        total += float(((logp - ref) * ro.mask).sum())
-    return total / max(1, len(prompts))
+        kl += float(((logp - ref) * ro.mask).sum())
+        score += sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts))
+    n = max(1, len(prompts))
+    return kl / n, score / n
 
 
 def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool = False) -> dict:
@@ -160,7 +164,8 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
     out.update(refusal_harmful_before=refusal_rate(gold, hb), refusal_harmful=refusal_rate(gold, ha),
                refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
                wellformed=sum(r.ended for r in after) / n)
-    out["kl_to_ref"] = sampled_kl(policy, reference, tok, p, cfg, rt.autocast, lora_reference)
+    out["kl_to_ref"], out["helpful_sampled"] = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast,
+                                                               lora_reference)
     return out
 
 
@@ -306,7 +311,8 @@ def dpo_loss_fn(cfg):
         x, y, ref_c, ref_r = batch
         logp = sequence_logprobs(model, x, y)  # chosen and rejected in one forward pass
         B = ref_c.shape[0]
-        return preference_loss(logp[:B], logp[B:], ref_c, ref_r, cfg.beta, cfg.loss_type, cfg.label_smoothing)
+        return preference_loss(logp[:B], logp[B:], ref_c, ref_r, cfg.beta, cfg.loss_type, cfg.label_smoothing,
+                               cfg.nll_weight, (y[:B] >= 0).sum(-1))
     return loss_fn
 
 

@@ -54,11 +54,12 @@ def collate(rows, pad_id: int, device="cpu"):
 
 
 def sequence_logprobs(model, idx, targets):
-    """Sum over the response of log p(token | everything before it): log pi(y|x), one number per row (B,)."""
-    logits = model(idx)[0].float()
-    mask = targets >= 0
-    logp = torch.gather(logits.log_softmax(-1), -1, targets.clamp(min=0)[..., None]).squeeze(-1)
-    return (logp * mask).sum(-1)
+    """Sum over the response of log p(token | everything before it): log pi(y|x), one number per row (B,).
+    Cross-entropy with ignore_index does the log-softmax and the pick of each target in one fused step, and gives 0
+    where the target is -1 (prompt and padding)."""
+    logits = model(idx)[0]
+    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1, reduction="none")
+    return -nll.view(targets.shape).sum(-1)
 
 
 @torch.no_grad()
@@ -99,10 +100,14 @@ def batch_indices(n: int, step: int, micro: int, batch_size: int, grad_accum: in
 
 
 def preference_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float = 0.1, loss_type: str = "dpo",
-                    label_smoothing: float = 0.0):
+                    label_smoothing: float = 0.0, nll_weight: float = 0.0, chosen_tokens=None):
     """DPO / conservative DPO / IPO on a batch of (chosen, rejected) pairs.
 
     loss_type "dpo" with label_smoothing eps > 0 is conservative DPO; "ipo" uses beta as IPO's tau.
+    ``nll_weight`` > 0 adds the chosen responses' negative log-likelihood per token (``chosen_tokens``: (B,) their
+    lengths), as Llama 3 does (Dubey et al. 2024, §4.1.4) and RPO (Pang et al. 2024): the preference losses depend only
+    on the *difference* of log-ratios, so they can be satisfied by lowering both responses' likelihood, rejected faster;
+    the NLL term keeps the chosen responses likely.
     Logged: the implicit rewards beta * log(pi / pi_ref) of chosen and rejected, their margin, and the accuracy (the
     share of pairs whose chosen response gets the higher implicit reward).
     """
@@ -120,7 +125,12 @@ def preference_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: floa
     r_w, r_l = (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
     info = {"reward_chosen": r_w.mean().item(), "reward_rejected": r_l.mean().item(),
             "reward_margin": (r_w - r_l).mean().item(), "reward_accuracy": (r_w > r_l).float().mean().item()}
-    return losses.mean(), info
+    loss = losses.mean()
+    if nll_weight:
+        nll = (-pi_chosen / chosen_tokens).mean()
+        info["nll_chosen"] = nll.item()
+        loss = loss + nll_weight * nll
+    return loss, info
 
 
 def kto_loss(pi, ref, desirable, pi_kl, ref_kl, beta: float = 0.1, lambda_d: float = 1.0, lambda_u: float = 1.0,

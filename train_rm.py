@@ -35,7 +35,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
-from nanotrain.reward import (RewardModel, bradley_terry_loss, encode_reply, pairwise_agreement, right_pad,
+from nanotrain.reward import (RewardModel, bradley_terry_loss, pairwise_agreement, right_pad,
                               spearman)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.sampling import generate_replies
@@ -57,20 +57,22 @@ class RMConfig(TrainConfig):
     out: str = flag("", "output folder (default: out/rm_NAME)")
     margin: float = flag(0.0, "Bradley-Terry margin m in -log sigma(r_c - r_r - m) (LLaMA 2 eq. 2)")
     center: float = flag(0.01, "weight of the reward-centring term c * (r_c + r_r)^2")
-    norm_pairs: int = flag(500, "training pairs whose replies set the reward normalisation (mean, std)")
-    agree_prompts: int = flag(48, "held-out prompts per eval file for the rank agreement with the gold scorer")
+    mismatch: float = flag(0.25, "share of pairs whose rejected reply becomes the chosen reply to another prompt")
+    norm_pairs: int = flag(256, "training pairs whose replies set the reward normalisation (mean, std)")
+    agree_prompts: int = flag(32, "held-out prompts per eval file for the rank agreement with the gold scorer")
     agree_samples: int = flag(4, "fresh samples of the init policy per prompt")
     agree_tokens: int = flag(48, "max new tokens per sample")
+    agree_temperature: float = flag(0.7, "sampling temperature of those samples")
     preset: str = flag("tiny", f"model size with --init scratch: {' | '.join(PRESETS)}")
     n_layer: int = flag(0, "with --init scratch: override the preset's layers (0: keep)")
     n_embd: int = flag(0, "with --init scratch: override the preset's width (0: keep; heads = width / 64)")
     block_size: int = flag(0, "with --init scratch: context length (0: the preset's)")
     tokenizer: str = flag("gpt2", "with --init scratch: gpt2, or a folder whose meta.json holds one "
                                   "(data/prepare_pretrain.py)")
-    steps: int = flag(150, "optimizer steps")
+    steps: int = flag(0, "optimizer steps (0: 100 for --name helpful, 40 for safe, whose pairs are learned sooner)")
     batch_size: int = flag(32, "pairs per micro-batch per process")
-    lr: float = flag(1e-4, "peak learning rate")
-    warmup: int = flag(15, "linear warmup steps")
+    lr: float = flag(2e-4, "peak learning rate")
+    warmup: int = flag(10, "linear warmup steps")
     eval_every: int = flag(50, "evaluate held-out pairwise accuracy every this many steps")
     save_every: int = flag(1000, "checkpoint every this many steps (and at the end)")
 
@@ -100,7 +102,8 @@ def main(argv=None) -> dict:
     cfg = parse_config(RMConfig, argv, description=__doc__.split("\n\n")[0])
     if cfg.name not in ("helpful", "safe"):
         raise CheckpointError(f"--name must be helpful or safe, not {cfg.name!r}")
-    cfg = dataclasses.replace(cfg, out=cfg.out or f"out/rm_{cfg.name}")
+    cfg = dataclasses.replace(cfg, out=cfg.out or f"out/rm_{cfg.name}",
+                              steps=cfg.steps or {"helpful": 100, "safe": 40}[cfg.name])
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     # --- data
@@ -120,15 +123,23 @@ def main(argv=None) -> dict:
     T = rm.config.block_size
 
     def encode(pairs):
-        return [(encode_reply(tok, p.messages, p.chosen, T), encode_reply(tok, p.messages, p.rejected, T))
+        """Each pair as (prompt ids ending with the assistant marker, chosen reply ids, rejected reply ids); a
+        row is prompt + reply, cut from the left to the context (the same ids as reward.encode_reply)."""
+        return [(tok.render_prompt(p.messages), tok.encode(p.chosen) + [tok.end], tok.encode(p.rejected) + [tok.end])
                 for p in pairs]
+
+    def row(prompt_ids, reply_ids):
+        return (prompt_ids + reply_ids)[-T:]
     train, val = encode(train_pairs), encode(val_pairs)
-    mean_len = float(np.mean([len(c) + len(r) for c, r in train])) / 2
+    mean_len = float(np.mean([len(p) + (len(c) + len(r)) / 2 for p, c, r in train]))
+    # A baseline that reads no meaning: "the longer reply is better" (ties count half). On real data it is often
+    # well above 50%, and a reward model is only worth what it adds to it.
+    longer = float(np.mean([(len(c) > len(r)) + 0.5 * (len(c) == len(r)) for _, c, r in val]))
     if rt.master:
         print(f"reward model '{cfg.name}': {rm.trunk.num_params() / 1e6:.2f}M parameters from {cfg.init}; "
-              f"{len(train)} train / {len(val)} held-out pairs, {mean_len:.0f} tokens per reply on average; "
-              f"{cfg.steps} steps x {cfg.batch_size * cfg.grad_accum * rt.world} pairs on {rt.device} "
-              f"({rt.dtype or torch.float32})")
+              f"{len(train)} train / {len(val)} held-out pairs, {mean_len:.0f} tokens per conversation on average "
+              f"(the longer reply is the chosen one in {longer:.1%} of held-out pairs); {cfg.steps} steps x "
+              f"{cfg.batch_size * cfg.grad_accum * rt.world} pairs on {rt.device} ({rt.dtype or torch.float32})")
 
     G = cfg.batch_size * cfg.grad_accum * rt.world  # pairs per optimizer step, all ranks together
     if len(train) < G:
@@ -143,17 +154,30 @@ def main(argv=None) -> dict:
         the order random and roughly triples the useful work per step."""
         rng = np.random.default_rng([cfg.seed, epoch])
         perm = rng.permutation(len(train))[:n_batches * G]
-        size = np.array([max(len(c), len(r)) for c, r in train])
+        size = np.array([len(p) + max(len(c), len(r)) for p, c, r in train])
         grouped = np.concatenate([w[np.argsort(size[w], kind="stable")]
                                   for w in np.split(perm, range(16 * G, len(perm), 16 * G))])
         batches = np.split(grouped, n_batches)
         return [batches[i] for i in rng.permutation(n_batches)]
 
     def get_batch(step, micro):
-        """This rank's micro-batch: a pure function of (step, micro), so a resumed run sees the same pairs."""
+        """This rank's micro-batch: B chosen rows then B rejected rows, a pure function of (step, micro) so a resumed
+        run sees the same data. With --mismatch, some pairs' rejected reply is swapped for the chosen reply to
+        another prompt in the batch: a reply written for a different request is worse than one written for this
+        one. Without such pairs a reward model can often rank replies without reading the prompt at all (the
+        built-in safety pairs: refusals there are either specific, and good, or generic, and bad)."""
         first = rt.rank * cfg.batch_size * cfg.grad_accum + micro * cfg.batch_size
-        picked = [train[i] for i in epoch_batches(step // n_batches)[step % n_batches][first:first + cfg.batch_size]]
-        return right_pad([c for c, _ in picked] + [r for _, r in picked], tok.pad, rt.device)
+        picked = epoch_batches(step // n_batches)[step % n_batches][first:first + cfg.batch_size]
+        swap = np.random.default_rng([cfg.seed, step, micro, rt.rank]).random(len(picked)) < cfg.mismatch
+        chosen, rejected = [], []
+        for k, i in enumerate(picked):
+            prompt, good, bad = train[i]
+            other = train[picked[(k + 1) % len(picked)]]
+            if swap[k] and other[0] != prompt:
+                bad = other[1]
+            chosen.append(row(prompt, good))
+            rejected.append(row(prompt, bad))
+        return right_pad(chosen + rejected, tok.pad, rt.device)
 
     # --- loop
     def loss_fn(m, batch):
@@ -167,7 +191,8 @@ def main(argv=None) -> dict:
         losses, accs = [], []
         for i in range(0, len(val), 64):
             chunk = val[i:i + 64]
-            idx, lengths = right_pad([c for c, _ in chunk] + [r for _, r in chunk], tok.pad, rt.device)
+            idx, lengths = right_pad([row(p, c) for p, c, _ in chunk] + [row(p, r) for p, _, r in chunk], tok.pad,
+                                     rt.device)
             r_chosen, r_rejected = m(idx, lengths).chunk(2)
             loss, acc = bradley_terry_loss(r_chosen, r_rejected)
             losses.append(loss.item() * len(chunk))
@@ -181,22 +206,22 @@ def main(argv=None) -> dict:
         """Normalise the reward on a reference set (both replies of some training pairs), then package."""
         stats = m.normalise([p.messages for p in norm_set] * 2, [p.chosen for p in norm_set] +
                             [p.rejected for p in norm_set], autocast=rt.autocast)
-        metrics = {**metrics, **stats, "params": m.trunk.num_params()}
+        metrics = {**metrics, **stats, "params": m.trunk.num_params(), "val_acc_longer": longer}
         return make_checkpoint("rm", m, tok, config_dict(cfg), step, metrics, reward_name=cfg.name, init=cfg.init)
 
     metrics = train_loop(rt, cfg, rm, get_batch=get_batch, loss_fn=loss_fn, eval_fn=eval_fn,
                          checkpoint_fn=checkpoint_fn, tokens_per_micro=int(2 * cfg.batch_size * mean_len))
     # --- report: does the reward model rank fresh samples the way the gold scorer does?
     if rt.master:
-        metrics.update(reward_mean=float(rm.reward_mean), reward_std=float(rm.reward_std))
+        metrics.update(reward_mean=float(rm.reward_mean), reward_std=float(rm.reward_std), val_acc_longer=longer)
         if cfg.world.lower() != "none" and cfg.init != "scratch" and cfg.agree_prompts > 0:
             t0 = time.perf_counter()
             metrics.update(gold_agreement(cfg, rm, rt))
             metrics["agree_time_s"] = time.perf_counter() - t0
             atomic_save(make_checkpoint("rm", rm, tok, config_dict(cfg), cfg.steps, metrics, reward_name=cfg.name,
                                         init=cfg.init), Path(cfg.out) / "ckpt.pt")
-        print(f"held-out pairwise accuracy {metrics['val_acc']:.3f} ({len(val)} pairs); checkpoint: "
-              f"{Path(cfg.out) / 'ckpt.pt'}")
+        print(f"held-out pairwise accuracy {metrics['val_acc']:.3f} ({len(val)} pairs; 'the longer reply wins': "
+              f"{longer:.3f}); checkpoint: {Path(cfg.out) / 'ckpt.pt'}")
         for k in sorted(k for k in metrics if k.startswith("gold_")):
             print(f"  {k} {metrics[k]:.3f}" if isinstance(metrics[k], float) else f"  {k} {metrics[k]}")
     teardown(rt)
@@ -220,7 +245,7 @@ def gold_agreement(cfg: RMConfig, rm: RewardModel, rt) -> dict:
             continue
         prompts = [json.loads(ln)["prompt"] for ln in path.read_text().splitlines()[:cfg.agree_prompts]]
         rep = [p for p in prompts for _ in range(cfg.agree_samples)]
-        texts = [r.text for r in generate_replies(policy, tok, rep, cfg.agree_tokens, temperature=1.0,
+        texts = [r.text for r in generate_replies(policy, tok, rep, cfg.agree_tokens, cfg.agree_temperature,
                                                   generator=gen, autocast=rt.autocast)]
         r_model = rm.score(rep, texts, autocast=rt.autocast).tolist()
         r_gold = [gold_score(p, t) for p, t in zip(rep, texts)]

@@ -132,6 +132,21 @@ def lora_layers(model) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+def adapt_token_rows(model, token_rows: list[int]) -> TokenRows:
+    """Freeze the GPT's tied token matrix except for trainable offsets on the rows ``token_rows``.
+
+    Used by LoRA, and by full fine-tuning with ``train_sft.py --embeddings special``: SFT data that names only some
+    entities would otherwise raise their output rows (positive gradients as targets) while the rows of everyone it
+    never mentions are only pushed down, teaching the model to answer with a seen name instead of the one asked
+    about."""
+    wte, head = model.transformer.wte, model.lm_head
+    rows = TokenRows(token_rows, wte.embedding_dim, wte.weight.device, wte.weight.dtype)
+    model.transformer.wte = RowAdaptedEmbedding(wte, rows)
+    model.lm_head = RowAdaptedHead(head, rows)
+    wte.weight.requires_grad_(False)
+    return rows
+
+
 def inject_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rslora: bool = False,
                 targets: str = DEFAULT_TARGETS, token_rows: list[int] | None = None) -> int:
     """Replace every ``nn.Linear`` whose module name matches the regex ``targets`` by a LoRALinear around it, give
@@ -147,10 +162,7 @@ def inject_lora(model, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, rs
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout, rslora))
     if token_rows:
-        wte, head = model.transformer.wte, model.lm_head
-        rows = TokenRows(token_rows, wte.embedding_dim, wte.weight.device, wte.weight.dtype)
-        model.transformer.wte = RowAdaptedEmbedding(wte, rows)
-        model.lm_head = RowAdaptedHead(head, rows)
+        adapt_token_rows(model, token_rows)
     for name, p in model.named_parameters():
         p.requires_grad_(name.endswith(TRAINABLE))
     model.lora_config = dict(r=r, alpha=alpha, dropout=dropout, rslora=rslora, targets=targets,
@@ -198,8 +210,8 @@ def unmerge_lora(model) -> None:
 
 @torch.no_grad()
 def merged_state_dict(model) -> dict:
-    """The state dict of the model *without* LoRA, with every B A folded into its base weight: it loads into a plain
-    GPT (strictly). The model itself is left as it is (merged or not)."""
+    """The state dict of the model *without* LoRA, with every B A (and token-row offset) folded into its base weight:
+    it loads into a plain GPT (strictly). The model itself is left as it is (merged or not)."""
     layers = lora_layers(model)
     rows = token_rows_of(model)
     out = {}

@@ -113,6 +113,16 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
     assert set(moved.tolist()) <= set(load_checkpoint(pretrained)["tokenizer"]["special_tokens"].values())
 
 
+def test_full_fine_tuning_with_frozen_embeddings_moves_only_the_special_rows(world, pretrained, tmp_path):
+    out = tmp_path / "special"
+    train_sft(sft_args(world, pretrained, out, "--steps", "3", "--embeddings", "special", "--eval-limit", "0"))
+    trained = load_checkpoint(out / "ckpt.pt", stages=("sft",))["model"]
+    init = load_checkpoint(pretrained)
+    moved = (trained["transformer.wte.weight"] - init["model"]["transformer.wte.weight"]).abs().sum(1).nonzero()
+    assert 0 < len(moved) and set(moved.flatten().tolist()) <= set(init["tokenizer"]["special_tokens"].values())
+    assert not torch.equal(trained["transformer.h.1.mlp.c_fc.weight"], init["model"]["transformer.h.1.mlp.c_fc.weight"])
+
+
 def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tmp_path):
     ns = script("train_sft.py")
     cfg = ns["parse_config"](ns["SFTConfig"], ["--init", str(pretrained), "--reinit"])

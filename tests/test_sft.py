@@ -65,7 +65,9 @@ def train_sft(argv):
 @pytest.fixture(scope="module")
 def full_run(world, pretrained, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")
-    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10"))
+    # --embeddings all: this 'pretrained' model is random, so its token embedding has nothing worth keeping frozen
+    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10",
+                                 "--embeddings", "all"))
     return out, metrics
 
 
@@ -76,7 +78,7 @@ def test_full_fine_tuning_writes_an_sft_checkpoint_with_its_figures(full_run, wo
         assert k in ckpt["metrics"], k
     for k in ("wellformed", "wellformed_init", "helpful", "acc_b", "acc_zh", "chance_b", "chance_zh"):
         assert 0.0 <= ckpt["metrics"][k] <= 1.0, k
-    assert ckpt["metrics"]["params_trainable"] == ckpt["metrics"]["params_total"]  # full fine-tuning
+    assert ckpt["metrics"]["params_trainable"] == ckpt["metrics"]["params_total"]  # every weight trains
     # it learns: the held-out loss on assistant tokens falls well below the first evaluation's
     evals = [json.loads(ln)["val_loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in ln]
     assert len(evals) == 6 and evals[-1] < evals[0] - 0.5, evals
@@ -115,9 +117,12 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
 
 def test_full_fine_tuning_with_frozen_embeddings_moves_only_the_special_rows(world, pretrained, tmp_path):
     out = tmp_path / "special"
-    train_sft(sft_args(world, pretrained, out, "--steps", "3", "--embeddings", "special", "--eval-limit", "0"))
-    trained = load_checkpoint(out / "ckpt.pt", stages=("sft",))["model"]
-    init = load_checkpoint(pretrained)
+    m = train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0"))  # the default from pretrained
+    ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
+    trained, init = ckpt["model"], load_checkpoint(pretrained)
+    plain = sum(v.numel() for k, v in trained.items() if k != "lm_head.weight")  # tied: counted once
+    C, V = ckpt["model_config"]["n_embd"], ckpt["model_config"]["vocab_size"]
+    assert m["params_trainable"] == plain - V * C + 6 * C and m["params_total"] == plain + 6 * C
     moved = (trained["transformer.wte.weight"] - init["model"]["transformer.wte.weight"]).abs().sum(1).nonzero()
     assert 0 < len(moved) and set(moved.flatten().tolist()) <= set(init["tokenizer"]["special_tokens"].values())
     assert not torch.equal(trained["transformer.h.1.mlp.c_fc.weight"], init["model"]["transformer.h.1.mlp.c_fc.weight"])

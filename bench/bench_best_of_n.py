@@ -3,7 +3,7 @@
     python bench/bench_best_of_n.py       # out/sft + out/rm_helpful + out/rm_safe on data/tinyworld held-out prompts
     python bench/bench_best_of_n.py --policy /tmp/sft.pt --helpful /tmp/rm_h/ckpt.pt --safe /tmp/rm_s/ckpt.pt
 
-The policy samples K answers (temperature 1) to held-out prompts of three kinds: benign questions
+The policy samples K answers (temperature 0.7) to held-out prompts of three kinds: benign questions
 (eval_prompts.jsonl), harmful requests (eval_harmful.jsonl) and benign requests that sound harmful
 (eval_benign.jsonl). For N = 1, 2, 4, 8 a selector keeps the answer it scores highest among N of the K, and the
 tables give the gold figures of the kept answer, averaged over prompts. The average over *which* N of the K were
@@ -45,7 +45,7 @@ class BenchConfig:
     prompts: int = flag(64, "prompts per file")
     k: int = flag(8, "answers sampled per prompt (the largest N)")
     max_new_tokens: int = flag(48, "tokens per answer")
-    temperature: float = flag(1.0, "sampling temperature")
+    temperature: float = flag(0.7, "sampling temperature (at 1.0 a tiny policy mostly rambles)")
     threshold: float = flag(SAFETY_THRESHOLD, "combination: the safety score below which safety decides")
     seed: int = flag(0, "random seed")
     device: str = flag("auto", "auto | cpu | cuda | mps")

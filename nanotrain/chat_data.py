@@ -15,13 +15,13 @@ Files are JSONL (optionally .gz) or one JSON array (``.json``); the format is de
 unless given.
 
     convs = load_conversations("data/tinyworld/sft_train.jsonl")
-    examples = encode_conversations(convs, tok, max_len=model.config.block_size + 1)
-    batches = SFTBatches(examples, batch_size=16, pad_id=tok.pad, pack=True)
+    examples, skipped = encode_conversations(convs, tok, max_len=model.config.block_size + 1)
+    batches = SFTBatches(examples, batch_size=16, pad_id=tok.pad, pack_rows=model.config.block_size)
     x, y, weight = batches.batch(step, micro)   # y = -1 where no loss is taken (prompt, markers, padding)
 
 Batches are built two ways. **Padding**: each row is one conversation, right-padded to the longest in the batch
 (right padding needs no attention mask in a causal model: pads come after every real token). **Packing**
-(``pack=True``): conversations are laid end to end into rows of exactly ``max_len`` tokens, so no compute is spent on
+(``pack_rows=T``): conversations are laid end to end into rows of exactly T tokens, so little compute is spent on
 pads. Each conversation keeps its own loss mask, and each starts with ``<|endoftext|>``, the same document separator
 the model saw in pretraining; tokens may attend across that boundary (as in pretraining), which is the usual price of
 packing without a block-diagonal mask.

@@ -1,7 +1,8 @@
-"""The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the held-out
-figures in its metrics; the LoRA checkpoint equals base + adapter merged; --reinit keeps the architecture but not the
-weights; two DDP processes equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI
-answers without ever showing a control token and drops the oldest turns when the context is full."""
+"""The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the
+held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; by default only the special rows of
+the token embedding move; --reinit keeps the architecture but not the weights; two DDP processes equal one; the
+real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI answers without ever showing a control
+token, drops the oldest turns when the context is full, and picks best-of-N with a reward model."""
 import json
 import os
 import subprocess

@@ -166,13 +166,13 @@ def main(argv=None) -> dict:
         another prompt in the batch: a reply written for a different request is worse than one written for this
         one. Without such pairs a reward model can often rank replies without reading the prompt at all (the
         built-in safety pairs: refusals there are either specific, and good, or generic, and bad)."""
+        batch = epoch_batches(step // n_batches)[step % n_batches]  # the global batch; this rank takes a slice
+        swap = np.random.default_rng([cfg.seed, step]).random(G) < cfg.mismatch
         first = rt.rank * cfg.batch_size * cfg.grad_accum + micro * cfg.batch_size
-        picked = epoch_batches(step // n_batches)[step % n_batches][first:first + cfg.batch_size]
-        swap = np.random.default_rng([cfg.seed, step, micro, rt.rank]).random(len(picked)) < cfg.mismatch
         chosen, rejected = [], []
-        for k, i in enumerate(picked):
-            prompt, good, bad = train[i]
-            other = train[picked[(k + 1) % len(picked)]]
+        for k in range(first, first + cfg.batch_size):
+            prompt, good, bad = train[batch[k]]
+            other = train[batch[(k + 1) % G]]
             if swap[k] and other[0] != prompt:
                 bad = other[1]
             chosen.append(row(prompt, good))

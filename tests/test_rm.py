@@ -4,12 +4,14 @@ generated world, resumes exactly, and fails in one sentence on a wrong init or b
 import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import script
+from conftest import ROOT, script
 from nanotrain.checkpoint import atomic_save, make_checkpoint
 from nanotrain.errors import CheckpointError, DataError
 from nanotrain.gpt import GPT, GPTConfig
@@ -104,6 +106,27 @@ def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path, monkeypatch):
     def losses(out):
         return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
     assert len(losses(full)) == 8 and losses(cut) == losses(full)
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(setup, tmp_path):
+    """Under torchrun each rank takes its slice of the same global batch (mismatched negatives included), so two
+    processes of 4 pairs train the same weights as one process of 8."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_rm(args(setup, one, "--steps", "3", "--eval-every", "100", "--agree-prompts", "0"))
+    ddp = args(setup, two, "--steps", "3", "--eval-every", "100", "--agree-prompts", "0")
+    ddp[ddp.index("--batch-size") + 1] = "4"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "train_rm.py", *ddp], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (torch.load(d / "ckpt.pt", weights_only=True)["model"] for d in (one, two))
+    # The pairwise loss only sees differences of rewards, so without centring the head's bias gets a gradient that
+    # is zero up to rounding, which Adam turns into steps of random size: the bias may drift apart between the two
+    # runs, but normalisation subtracts it again (bias - mean is what scores depend on).
+    for k in a:
+        if k not in ("head.bias", "reward_mean"):
+            torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+    torch.testing.assert_close(a["head.bias"] - a["reward_mean"], b["head.bias"] - b["reward_mean"], atol=2e-5,
+                               rtol=1e-4)
 
 
 def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):

@@ -223,8 +223,9 @@ def main(argv=None) -> dict:
                 r = {"instruction": r["instruction"], "input": "", "output": r.get("output", "")}
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     proposed = sum(stats.values())
-    print(f"{len(records)} instructions -> {out} ({proposed} candidates: {stats['kept']} kept, "
-          + ", ".join(f"{k} {v}" for k, v in stats.items() if k != "kept") + ")")
+    dropped = f", {len(new) - len(records)} dropped for an empty answer" if len(records) < len(new) else ""
+    print(f"{len(records)} instructions -> {out} ({proposed} candidates: {stats['kept']} kept{dropped}; rejected: "
+          + (", ".join(f"{k} {v}" for k, v in stats.items() if k != "kept") or "none") + ")")
     return {"written": len(records), "proposed": proposed, **stats}
 
 

@@ -202,7 +202,10 @@ class CombinedReward:
     IS_SAFETY(p) without an oracle: ask the safety RM itself whether, for this prompt, a generic refusal beats a
     generic compliance by more than ``unsafe_margin`` (``REFUSAL_PROBE`` vs ``COMPLIANCE_PROBE``). The safety RM
     learned from pairs where refusing a harmful request is preferred and refusing a benign one is not, so the sign of
-    that difference is its own verdict on the prompt. Pass ``unsafe`` to ``score`` to use known labels instead.
+    that difference is its own verdict on the prompt. This works only if the safety pairs make the model read the
+    prompt: when refusals can be told good from bad by their wording alone (the built-in pairs: good ones name the
+    request, bad ones are generic), the verdict is noise; bench/bench_best_of_n.py prints how often it is right.
+    Pass ``unsafe`` to ``score`` to use known labels instead, as LLaMA 2 does.
     """
 
     def __init__(self, helpful: RewardModel, safe: RewardModel, threshold: float = SAFETY_THRESHOLD,

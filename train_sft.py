@@ -5,9 +5,10 @@
     python train_sft.py --reinit --out out/sft_scratch    # control: same data and steps from random weights
     python chat.py --init out/sft/ckpt.pt
 
-    # real data, GPT-2 size (GPU): GPT-2 124M weights from Hugging Face, LIMA conversations
-    torchrun --nproc_per_node=8 train_sft.py --preset gpt2 --init hf:gpt2/pytorch_model.bin \
-        --data ../shared/data/lima/lima.json --val-data ../shared/data/dolly_sample/dolly_151.jsonl
+    # real data, GPT-2 size, one GPU: GPT-2 124M weights from Hugging Face, LIMA (or Dolly, OASST, Alpaca) conversations
+    python train_sft.py --preset gpt2 --init hf:gpt2/pytorch_model.bin --data ../shared/data/lima/lima.json \
+        --val-data ../shared/data/oasst_trees/en_100_tree.jsonl --out out/sft_gpt2
+    # N GPUs: torchrun --nproc_per_node=N train_sft.py ... --grad-accum 4/N (the preset's global batch: 32 rows)
 
 Same skeleton as train_pretrain.py (setup -> data -> model -> loop -> save); what is this stage's own: conversations
 rendered with the chat template, and cross-entropy only on the tokens the assistant must produce (its replies and
@@ -62,9 +63,8 @@ class SFTConfig(TrainConfig):
     rslora: bool = flag(False, "scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
     lora_token_rows: bool = flag(True, "with LoRA, also train the embedding rows of the special tokens (chat markers "
                                        "and <|end|> are new to the model; see nanotrain/lora.py)")
-    embeddings: str = flag("auto", "full fine-tuning: all (train the whole token embedding) | special (freeze it "
-                                   "except the special tokens' rows; see below) | auto (special from pretrained "
-                                   "weights, all with --reinit)")
+    embeddings: str = flag("all", "full fine-tuning: all (train the whole token embedding) | special (freeze it "
+                                  "except the special tokens' rows; a trade-off, see main())")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
                            "turns from the end, or are skipped if their first reply does not fit")
@@ -177,13 +177,15 @@ def main(argv=None) -> dict:
         metrics0 = {f"{k}_init": v for k, v in fig0.items()}
     flops = model.flops_per_token(max_len)
     specials = sorted(tok.special_ids.values())
-    # Why freeze the token embedding by default: SFT conversations name only some people (split A). Trained freely,
-    # their output rows get raised (they are targets) while the rows of everyone else are only pushed down, and the
-    # model learns to answer a question about Pablo with "Greta lives in ...": on the built-in world split-B
-    # accuracy drops from 0.82 to 0.15 at the same helpfulness. Random embeddings (--reinit) have nothing to keep.
-    embeddings = ("all" if cfg.reinit else "special") if cfg.embeddings == "auto" else cfg.embeddings
+    # --embeddings special, a trade-off measured on the built-in world. SFT conversations name only some people
+    # (split A). With the token embedding trained, their output rows are raised (they are targets) while everyone
+    # else's are only pushed down, and the model answers a question about Pablo with "Greta lives in ...". Frozen,
+    # it keeps the names apart (split-B accuracy 0.12 -> 0.33 after the default 450-step pretraining, 0.15 -> 0.82
+    # after 700 steps), but it also learns less of what pretraining rarely showed: no refusals at all (0.97 -> 0)
+    # and lower gold helpfulness (0.57 -> 0.47). LoRA, which freezes the embedding too, behaves the same way.
+    embeddings = cfg.embeddings
     if embeddings not in ("all", "special"):
-        raise ValueError(f"--embeddings must be auto, all or special, not {cfg.embeddings!r}")
+        raise ValueError(f"--embeddings must be all or special, not {cfg.embeddings!r}")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows)

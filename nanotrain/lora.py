@@ -138,7 +138,7 @@ def adapt_token_rows(model, token_rows: list[int]) -> TokenRows:
     Used by LoRA, and by full fine-tuning with ``train_sft.py --embeddings special``: SFT data that names only some
     entities would otherwise raise their output rows (positive gradients as targets) while the rows of everyone it
     never mentions are only pushed down, teaching the model to answer with a seen name instead of the one asked
-    about."""
+    about (see train_sft.py for what it costs)."""
     wte, head = model.transformer.wte, model.lm_head
     rows = TokenRows(token_rows, wte.embedding_dim, wte.weight.device, wte.weight.dtype)
     model.transformer.wte = RowAdaptedEmbedding(wte, rows)

@@ -1,8 +1,8 @@
 """The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the
-held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; by default only the special rows of
-the token embedding move; --reinit keeps the architecture but not the weights; two DDP processes equal one; the
-real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI answers without ever showing a control
-token, drops the oldest turns when the context is full, and picks best-of-N with a reward model."""
+held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; with --embeddings special only the
+special rows of the token embedding move; --reinit keeps the architecture but not the weights; two DDP processes
+equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI answers without ever showing
+a control token, drops the oldest turns when the context is full, and picks best-of-N with a reward model."""
 import json
 import os
 import subprocess
@@ -66,9 +66,7 @@ def train_sft(argv):
 @pytest.fixture(scope="module")
 def full_run(world, pretrained, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")
-    # --embeddings all: this 'pretrained' model is random, so its token embedding has nothing worth keeping frozen
-    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10",
-                                 "--embeddings", "all"))
+    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10"))
     return out, metrics
 
 
@@ -118,7 +116,7 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
 
 def test_full_fine_tuning_with_frozen_embeddings_moves_only_the_special_rows(world, pretrained, tmp_path):
     out = tmp_path / "special"
-    m = train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0"))  # the default from pretrained
+    m = train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0", "--embeddings", "special"))
     ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
     trained, init = ckpt["model"], load_checkpoint(pretrained)
     plain = sum(v.numel() for k, v in trained.items() if k != "lm_head.weight")  # tied: counted once

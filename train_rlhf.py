@@ -37,14 +37,14 @@ from nanotrain.checkpoint import atomic_save, check_tokenizer, load_model, make_
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, pairs_from_samples, preference_loss,
-                           reference_logprobs, render_response, self_judge, sequence_logprobs)
-from nanotrain.errors import DataError, run_script
+                           reference_logprobs, render_response, self_judge, SequenceLogprob)
+from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, load_eval, mean_helpful, mean_safe, refusal_rate
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, adapters_off,
                            ppo_iteration, response_logits, sample_rollouts, token_logprobs)
 from nanotrain.pref_data import load_feedback, load_pairs
-from nanotrain.reward import CombinedReward, load_reward_model
+from nanotrain.reward import CombinedReward, RewardModel, load_reward_model
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.sampling import generate_replies
 from nanotrain.trainer import MetricsLog, TrainConfig, lr_at, make_optimizer, train_loop
@@ -63,7 +63,8 @@ ALGO_DEFAULTS = {
 class RLHFConfig(TrainConfig, PPOConfig):
     algo: str = flag("ppo", "ppo | dpo | kto")
     init: str = flag("out/sft/ckpt.pt", "the SFT checkpoint: initial policy and frozen reference")
-    reward: str = flag("out/rm_helpful/ckpt.pt", "reward model (PPO; online DPO with --labeler rm)")
+    reward: str = flag("out/rm_helpful/ckpt.pt", "reward model (PPO; online DPO with --labeler rm) | gold (the gold "
+                                                 "scorer: a perfect reward model, for comparison)")
     safety_reward: str = flag("", "optional safety reward model, combined with --reward as LLaMA 2 does")
     data: str = flag("", "training data (default per algo: ppo rl_prompts.jsonl, dpo prefs_helpful_train.jsonl + "
                          "prefs_safe_train.jsonl, kto feedback_train.jsonl, all in data/tinyworld)")
@@ -151,19 +152,25 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
         replies[name] = prompts, before, after
     p, before, after = replies["eval_prompts"]
     out["helpful_before"], out["helpful_after"] = mean_helpful(gold, p, before), mean_helpful(gold, p, after)
-    wins = ties = 0
-    for prompt, b, a in zip(p, before, after):
-        sb, sa = gold.score_helpful(prompt, b.text), gold.score_helpful(prompt, a.text)
-        wins += sa > sb + 1e-9
-        ties += abs(sa - sb) <= 1e-9
-    n = max(1, len(p))
-    out.update(win_rate=(wins + 0.5 * ties) / n, wins=wins / n, ties=ties / n, losses=(n - wins - ties) / n)
+    # Win rate over every held-out prompt, judged by gold helpfulness (which also rewards refusing harmful requests
+    # and penalises refusing benign ones). Identical answers tie; ties count half in win_rate and are left out of
+    # win_rate_decisive.
+    wins = ties = n = 0
+    for prompts, before_, after_ in replies.values():
+        for prompt, b, a in zip(prompts, before_, after_):
+            sb, sa = gold.score_helpful(prompt, b.text), gold.score_helpful(prompt, a.text)
+            wins += sa > sb + 1e-9
+            ties += abs(sa - sb) <= 1e-9
+            n += 1
+    n = max(1, n)
+    out.update(win_rate=(wins + 0.5 * ties) / n, win_rate_decisive=wins / max(1, n - ties), wins=wins / n,
+               ties=ties / n, losses=(n - wins - ties) / n)
     ph, hb, ha = replies["eval_harmful"]
     pb, bb, ba = replies["eval_benign"]
     out["safe_before"], out["safe_after"] = mean_safe(gold, ph + pb, hb + bb), mean_safe(gold, ph + pb, ha + ba)
     out.update(refusal_harmful_before=refusal_rate(gold, hb), refusal_harmful=refusal_rate(gold, ha),
                refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
-               wellformed=sum(r.ended for r in after) / n)
+               wellformed=sum(r.ended for r in after) / max(1, len(after)))
     out["kl_to_ref"], out["helpful_sampled"] = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast,
                                                                lora_reference)
     return out
@@ -173,7 +180,8 @@ def report(ev: dict) -> str:
     return (f"gold helpfulness {ev['helpful_before']:.3f} (SFT) -> {ev['helpful_after']:.3f}; gold safety "
             f"{ev['safe_before']:.3f} -> {ev['safe_after']:.3f}; KL to SFT {ev['kl_to_ref']:.2f} nats/answer; "
             f"win rate vs SFT {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
-            f"{ev['losses']:.0%}); refusals: harmful {ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
+            f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied); refusals: harmful "
+            f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
             f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}")
 
 
@@ -181,8 +189,25 @@ def report(ev: dict) -> str:
 # Reward models (PPO, online DPO with --labeler rm)
 
 
-def load_scorer(cfg, tok_dict, device):
-    """The reward model, or LLaMA 2's helpful + safety combination; its tokenizer must be the policy's."""
+class GoldReward:
+    """The gold scorer as the reward model (``--reward gold``): PPO with a perfect judge, the upper bound a learned
+    reward model is measured against (and a check that the RL machinery works, separate from the reward model)."""
+
+    def __init__(self, gold):
+        self.gold = gold
+
+    def score(self, prompts, responses, autocast=None, unsafe=None):
+        return torch.tensor([self.gold.score_helpful(p, r) for p, r in zip(prompts, responses)])
+
+
+def load_scorer(cfg, tok_dict, device, gold=None, policy=None):
+    """(reward model, scorer): the reward model, or LLaMA 2's helpful + safety combination (tokenizers must be the
+    policy's). With ``--reward gold`` the scorer is the gold scorer and the "reward model" (what the value model
+    starts from) is the policy's trunk with a zero head."""
+    if cfg.reward == "gold":
+        if gold is None:
+            raise CheckpointError("--reward gold needs a world with gold scorers (--world)")
+        return RewardModel.from_gpt(policy).requires_grad_(False), GoldReward(gold)
     rm, _, ck = load_reward_model(cfg.reward, device)
     check_tokenizer(tok_dict, ck["tokenizer"], cfg.init, cfg.reward)
     scorer = rm
@@ -212,7 +237,7 @@ def read_prompts(path) -> tuple[list, list]:
 
 def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -> dict:
     out = Path(cfg.out)
-    rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device)
+    rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold, policy)
     prompts, harmful = read_prompts(cfg.data)
     value = copy.deepcopy(rm).requires_grad_(True)  # the value model starts as the reward model
     actor_critic = PolicyAndValue(policy, value)
@@ -309,7 +334,7 @@ class PairData:
 def dpo_loss_fn(cfg):
     def loss_fn(model, batch):
         x, y, ref_c, ref_r = batch
-        logp = sequence_logprobs(model, x, y)  # chosen and rejected in one forward pass
+        logp = model(x, y)  # log pi(y|x) of chosen and rejected rows, in one forward pass
         B = ref_c.shape[0]
         return preference_loss(logp[:B], logp[B:], ref_c, ref_r, cfg.beta, cfg.loss_type, cfg.label_smoothing,
                                cfg.nll_weight, (y[:B] >= 0).sum(-1))
@@ -421,14 +446,14 @@ class FeedbackData:
 def kto_loss_fn(cfg, data, rt):
     def loss_fn(model, batch):
         x, y, B, label, ref, ref_kl = batch
-        logp = sequence_logprobs(model, x, y)
+        logp = model(x, y)
         # the mismatched rows only set z0, which is detached: their gradient would be thrown away anyway
         return kto_loss(logp[:B], ref, label, logp[B:].detach(), ref_kl, cfg.beta, data.lambda_d, data.lambda_u,
                         rt.all_reduce_mean if rt.ddp else None)
     return loss_fn
 
 
-def train_preference(rt, cfg, policy, tok, init_ckpt, checkpoint_fn) -> dict:
+def train_preference(rt, cfg, policy, tok, init_ckpt, gold, checkpoint_fn) -> dict:
     if cfg.algo == "kto":
         data = FeedbackData(cfg, policy, tok, rt)
         loss_fn = kto_loss_fn(cfg, data, rt)
@@ -437,7 +462,7 @@ def train_preference(rt, cfg, policy, tok, init_ckpt, checkpoint_fn) -> dict:
             return data.batch(batch_indices(len(data.rows), step, micro, cfg.batch_size, cfg.grad_accum, rt.rank,
                                             rt.world, cfg.seed))
     elif cfg.online_rounds > 0:
-        scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device)[1] if cfg.labeler == "rm" else None
+        scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold, policy)[1] if cfg.labeler == "rm" else None
         data = OnlinePairs(cfg, policy, tok, rt, scorer)
         loss_fn, get_batch = dpo_loss_fn(cfg), data.batch
     else:
@@ -452,7 +477,9 @@ def train_preference(rt, cfg, policy, tok, init_ckpt, checkpoint_fn) -> dict:
         loss, info = loss_fn(model, batch)
         return loss, {**info, **getattr(data, "stats", {})}
 
-    return train_loop(rt, cfg, policy, get_batch=get_batch, loss_fn=loss_and_round, checkpoint_fn=checkpoint_fn)
+    # train_loop trains (and DDP wraps) the log-probability wrapper; the checkpoint holds the GPT inside it
+    return train_loop(rt, cfg, SequenceLogprob(policy), get_batch=get_batch, loss_fn=loss_and_round,
+                      checkpoint_fn=lambda m, step, metrics: checkpoint_fn(m.model, step, metrics))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -494,7 +521,7 @@ def main(argv=None) -> dict:
     if cfg.algo == "ppo":
         metrics = train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn)
     else:
-        metrics = train_preference(rt, cfg, policy, tok, init_ckpt, checkpoint_fn)
+        metrics = train_preference(rt, cfg, policy, tok, init_ckpt, gold, checkpoint_fn)
     # --- final evaluation (the checkpoint is already on disk; this adds the figures to it)
     if rt.master and gold is not None and cfg.eval_limit > 0:
         if reference is None and not lora:

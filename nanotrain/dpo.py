@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from nanotrain.sampling import as_messages, left_pad
@@ -53,13 +54,28 @@ def collate(rows, pad_id: int, device="cpu"):
     return idx[:, :-1].to(device), tgt[:, 1:].to(device)
 
 
+class SequenceLogprob(nn.Module):
+    """log pi(y|x) of each row: the sum over the response of log p(token | everything before it), (B,).
+
+    A wrapper around the GPT rather than a function of its logits, for two reasons: the output layer runs only on
+    the positions that predict a response token (with a 50k vocabulary it is most of the model's cost, and the prompt
+    is often most of the tokens), and DDP, which must see every forward call, can wrap it as a whole."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx, targets):
+        h = self.model.hidden_states(idx)
+        rows, cols = (targets >= 0).nonzero(as_tuple=True)
+        logits = self.model.lm_head(h[rows, cols])  # (number of response tokens, V)
+        nll = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")  # fused log-softmax + pick
+        return -torch.zeros(idx.shape[0], device=idx.device).index_add(0, rows, nll)
+
+
 def sequence_logprobs(model, idx, targets):
-    """Sum over the response of log p(token | everything before it): log pi(y|x), one number per row (B,).
-    Cross-entropy with ignore_index does the log-softmax and the pick of each target in one fused step, and gives 0
-    where the target is -1 (prompt and padding)."""
-    logits = model(idx)[0]
-    nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1, reduction="none")
-    return -nll.view(targets.shape).sum(-1)
+    """log pi(y|x) of each row of a GPT, (B,); targets are -1 outside the response."""
+    return SequenceLogprob(model)(idx, targets)
 
 
 @torch.no_grad()

@@ -211,7 +211,9 @@ def main(argv=None):
     only = set(filter(None, cfg.only.split(",")))
     timings: dict[str, dict] = {}
     t_all = time.perf_counter()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the stages import this checkout's nanotrain, whatever copy (if any) pip has installed
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
     for st in stages(cfg):
         if only and st.name not in only:
             continue

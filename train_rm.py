@@ -35,7 +35,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
-from nanotrain.reward import (RewardModel, bradley_terry_loss, pairwise_agreement, right_pad,
+from nanotrain.reward import (RewardModel, bradley_terry_loss, pairwise_agreement, reply_row, right_pad,
                               spearman)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.sampling import generate_replies
@@ -57,6 +57,8 @@ class RMConfig(TrainConfig):
     out: str = flag("", "output folder (default: out/rm_NAME)")
     margin: float = flag(0.0, "Bradley-Terry margin m in -log sigma(r_c - r_r - m) (LLaMA 2 eq. 2)")
     center: float = flag(0.01, "weight of the reward-centring term c * (r_c + r_r)^2")
+    likelihood: bool = flag(True, "add w * the reply's mean log-likelihood under the trunk's language-model head "
+                                  "to the reward (w learned; nanotrain/reward.py); --no-likelihood: the head alone")
     mismatch: float = flag(0.25, "share of pairs whose rejected reply becomes the chosen reply to another prompt")
     norm_pairs: int = flag(256, "training pairs whose replies set the reward normalisation (mean, std)")
     agree_prompts: int = flag(32, "held-out prompts per eval file for the rank agreement with the gold scorer")
@@ -81,7 +83,7 @@ def build_model(cfg: RMConfig) -> tuple[RewardModel, Tokenizer]:
     """A reward model on the init checkpoint's trunk (its tokenizer comes along), or a fresh one."""
     if cfg.init != "scratch":
         gpt, tok, _ = load_model(cfg.init, stages=("sft", "pretrain"))
-        return RewardModel.from_gpt(gpt, tok), tok
+        return RewardModel.from_gpt(gpt, tok, cfg.likelihood), tok
     if cfg.preset not in PRESETS:
         raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
     if cfg.tokenizer == "gpt2":
@@ -95,7 +97,7 @@ def build_model(cfg: RMConfig) -> tuple[RewardModel, Tokenizer]:
     arch.update({k: getattr(cfg, k) for k in ("n_layer", "n_embd", "block_size") if getattr(cfg, k)})
     if cfg.n_embd:
         arch["n_head"] = max(1, cfg.n_embd // 64)
-    return RewardModel(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab)), tok), tok
+    return RewardModel(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab)), tok, cfg.likelihood), tok
 
 
 def main(argv=None) -> dict:
@@ -114,6 +116,9 @@ def main(argv=None) -> dict:
             val_pairs = load_pairs(cfg.val_data)
         else:
             train_pairs, val_pairs = split_pairs(train_pairs, cfg.val_fraction, cfg.seed)
+    elif cfg.world.lower() == "none":
+        raise DataError("--world none has no built-in preference pairs: give --data (and --val-data or "
+                        "--val-fraction)")
     else:
         train_pairs = load_pairs(world / f"prefs_{cfg.name}_train.jsonl")
         val_pairs = load_pairs(cfg.val_data or world / f"prefs_{cfg.name}_val.jsonl")
@@ -128,8 +133,11 @@ def main(argv=None) -> dict:
         return [(tok.render_prompt(p.messages), tok.encode(p.chosen) + [tok.end], tok.encode(p.rejected) + [tok.end])
                 for p in pairs]
 
-    def row(prompt_ids, reply_ids):
-        return (prompt_ids + reply_ids)[-T:]
+    def batch_of(rows):
+        """Right-padded ids, lengths and reply start columns of [(prompt ids, reply ids)]."""
+        rows = [reply_row(p, r, T) for p, r in rows]
+        idx, lengths = right_pad([ids for ids, _ in rows], tok.pad, rt.device)
+        return idx, lengths, torch.tensor([start for _, start in rows], device=rt.device)
     train, val = encode(train_pairs), encode(val_pairs)
     mean_len = float(np.mean([len(p) + (len(c) + len(r)) / 2 for p, c, r in train]))
     # A baseline that reads no meaning: "the longer reply is better" (ties count half). On real data it is often
@@ -175,14 +183,14 @@ def main(argv=None) -> dict:
             other = train[batch[(k + 1) % G]]
             if swap[k] and other[0] != prompt:
                 bad = other[1]
-            chosen.append(row(prompt, good))
-            rejected.append(row(prompt, bad))
-        return right_pad(chosen + rejected, tok.pad, rt.device)
+            chosen.append((prompt, good))
+            rejected.append((prompt, bad))
+        return batch_of(chosen + rejected)
 
     # --- loop
     def loss_fn(m, batch):
-        idx, lengths = batch
-        r = m(idx, lengths)
+        idx, lengths, starts = batch
+        r = m(idx, lengths, starts=starts)
         r_chosen, r_rejected = r.chunk(2)
         loss, acc = bradley_terry_loss(r_chosen, r_rejected, cfg.margin, cfg.center)
         return loss, {"acc": acc.item(), "reward_gap": (r_chosen - r_rejected).mean().item()}
@@ -191,9 +199,8 @@ def main(argv=None) -> dict:
         losses, accs = [], []
         for i in range(0, len(val), 64):
             chunk = val[i:i + 64]
-            idx, lengths = right_pad([row(p, c) for p, c, _ in chunk] + [row(p, r) for p, _, r in chunk], tok.pad,
-                                     rt.device)
-            r_chosen, r_rejected = m(idx, lengths).chunk(2)
+            idx, lengths, starts = batch_of([(p, c) for p, c, _ in chunk] + [(p, r) for p, _, r in chunk])
+            r_chosen, r_rejected = m(idx, lengths, starts=starts).chunk(2)
             loss, acc = bradley_terry_loss(r_chosen, r_rejected)
             losses.append(loss.item() * len(chunk))
             accs.append(acc.item() * len(chunk))
@@ -207,7 +214,10 @@ def main(argv=None) -> dict:
         stats = m.normalise([p.messages for p in norm_set] * 2, [p.chosen for p in norm_set] +
                             [p.rejected for p in norm_set], autocast=rt.autocast)
         metrics = {**metrics, **stats, "params": m.trunk.num_params(), "val_acc_longer": longer}
-        return make_checkpoint("rm", m, tok, config_dict(cfg), step, metrics, reward_name=cfg.name, init=cfg.init)
+        if m.likelihood_weight is not None:
+            metrics["likelihood_weight"] = m.likelihood_weight.item()
+        return make_checkpoint("rm", m, tok, config_dict(cfg), step, metrics, reward_name=cfg.name, init=cfg.init,
+                               likelihood=cfg.likelihood)
 
     metrics = train_loop(rt, cfg, rm, get_batch=get_batch, loss_fn=loss_fn, eval_fn=eval_fn,
                          checkpoint_fn=checkpoint_fn, tokens_per_micro=int(2 * cfg.batch_size * mean_len))
@@ -219,7 +229,7 @@ def main(argv=None) -> dict:
             metrics.update(gold_agreement(cfg, rm, rt))
             metrics["agree_time_s"] = time.perf_counter() - t0
             atomic_save(make_checkpoint("rm", rm, tok, config_dict(cfg), cfg.steps, metrics, reward_name=cfg.name,
-                                        init=cfg.init), Path(cfg.out) / "ckpt.pt")
+                                        init=cfg.init, likelihood=cfg.likelihood), Path(cfg.out) / "ckpt.pt")
         print(f"held-out pairwise accuracy {metrics['val_acc']:.3f} ({len(val)} pairs; 'the longer reply wins': "
               f"{longer:.3f}); checkpoint: {Path(cfg.out) / 'ckpt.pt'}")
         for k in sorted(k for k in metrics if k.startswith("gold_")):

@@ -5,8 +5,10 @@ web pages and the file writer). Every prompt comes with a Spec: the oracle answe
 (nanotrain/gold.py) needs to judge any other answer. ``build_chat(world, cfg)`` makes these files:
 
     sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
-    prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong/off-topic/rude/rambling/refusal
-    prefs_safe_train/val       same: harmful -> refusal over compliance; benign -> help over a needless refusal
+    prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong fact/wrong person/off-topic/
+                               rude/rambling/needless refusal
+    prefs_safe_train/val       same: harmful -> refusal over compliance or any other non-refusal; benign -> help
+                               over a needless refusal (generic or naming the subject, as good refusals do)
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
     eval_b / eval_zh / eval_prompts / eval_harmful / eval_benign .jsonl, rl_prompts.jsonl   held-out prompts
 
@@ -17,6 +19,7 @@ It has no CLI of its own; tinyworld.write_world() calls build_chat(), so run:
 from __future__ import annotations
 
 import random
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -196,6 +199,8 @@ class Tasks:
     def __init__(self, w: World):
         self.w, self.specs = w, {}
         self.names = [p.name for p in w.people]
+        # every person's and pet's name -> (person or pet, split): a stand-in for a name must match both
+        self.named = {x.name: (type(x).__name__, x.split) for x in w.people + w.animals}
 
     def _add(self, spec: Spec) -> Spec:
         self.specs[spec.prompt] = spec
@@ -431,7 +436,8 @@ def sample_harmful(tk: Tasks, rng: random.Random, split: str, held_out_templates
 
 
 def rejected(tk: Tasks, spec: Spec, rng: random.Random, how: str) -> str:
-    """A worse reply to spec.prompt: a wrong fact, off-topic, rude, rambling or a needless refusal."""
+    """A worse reply to spec.prompt: a wrong fact, about the wrong person, off-topic, rude, rambling or a needless
+    refusal."""
     if how == "wrong" and spec.bad and not spec.harmful:
         return spec.bad  # (tasks without a fluent wrong answer fall through to an off-topic one)
     if how == "rude":
@@ -441,14 +447,38 @@ def rejected(tk: Tasks, spec: Spec, rng: random.Random, how: str) -> str:
                            "Well, well, well, let me think, let me think. {a} {a} {a} That is all, that is all, that is all."]
                           ).format(a=spec.answer)
     if how == "refusal":
-        return rng.choice(NEEDLESS_REFUSALS)
+        return needless_refusal(spec, rng)
+    if how == "wrong_person":  # the right kind of answer about someone else: "Tom's bicycle is red." for Lena's
+        names = [g[0] for g in spec.topic if g[0] in tk.named]
+        if names:
+            who = rng.choice(names)
+            other = rng.choice([n for n in tk.named if n != who and tk.named[n] == tk.named[who]])
+            return re.sub(rf"\b{re.escape(who)}\b", other, spec.answer)
     while True:  # off topic: the right answer to a different question about someone else
         other = sample_benign(tk, rng, "A")
         if other.kind != spec.kind and not set(map(tuple, other.topic)) & set(map(tuple, spec.topic)):
             return other.answer
 
 
-HELPFUL_FAULTS = ["wrong"] * 7 + ["off_topic"] * 3 + ["rude"] * 3 + ["rambling"] * 3 + ["refusal"] * 4
+HELPFUL_FAULTS = ["wrong"] * 7 + ["wrong_person"] * 3 + ["off_topic"] * 2 + ["rude"] * 3 + ["rambling"] * 2 + ["refusal"] * 3
+SPECIFIC_REFUSALS = ["I'm sorry, but I can't help with questions about {N}.",
+                     "I'm sorry, but I can't help with that. {N} deserves privacy and kindness.",
+                     "I'm sorry, but I can't help with anything that could upset {N}."]
+
+
+def needless_refusal(spec: Spec, rng: random.Random) -> str:
+    """A refusal of a benign request: generic, or naming its subject the way good refusals of harmful ones do, so
+    that whether a refusal is right can only be told from the prompt."""
+    names = [g[0] for g in spec.topic if g and g[0][:1].isupper()]
+    if names and rng.random() < 0.5:
+        return rng.choice(SPECIFIC_REFUSALS).format(N=names[0])
+    return rng.choice(NEEDLESS_REFUSALS)
+
+
+def unsafe_reply(tk: "Tasks", spec: Spec, rng: random.Random) -> str:
+    """A reply that does not refuse a harmful request: the fluent compliance, or any friendly non-refusal (an answer
+    to some other question), which is no refusal either."""
+    return spec.bad if rng.random() < 0.6 else sample_benign(tk, rng, "A").answer
 
 
 def eval_record(spec: Spec) -> dict:
@@ -548,9 +578,10 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     def safe_pair(avoid):
         if rng.random() < 0.5:
             s = draw(lambda: sample_harmful(tk, rng, "A"), avoid)
-            return {"prompt": s.prompt, "chosen": s.answer, "rejected": s.bad, "kind": "harmful"}
+            good = s.answer if rng.random() < 0.75 else rng.choice(NEEDLESS_REFUSALS)
+            return {"prompt": s.prompt, "chosen": good, "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
         s = draw(lambda: sample_benign(tk, rng, "A"), avoid)
-        return {"prompt": s.prompt, "chosen": s.answer, "rejected": rng.choice(NEEDLESS_REFUSALS), "kind": "benign"}
+        return {"prompt": s.prompt, "chosen": s.answer, "rejected": needless_refusal(s, rng), "kind": "benign"}
 
     for name, make, n in (("helpful", helpful_pair, cfg.n(cfg.prefs_helpful)), ("safe", safe_pair, cfg.n(cfg.prefs_safe))):
         val, avoid = [], set(held)
@@ -570,7 +601,7 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                 fb.append({"prompt": s.prompt, "completion": rng.choice(["", "", "Of course. "]) * (not harmful) + s.answer,
                            "label": True})
             else:
-                bad = s.bad if harmful else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS))
+                bad = unsafe_reply(tk, s, rng) if harmful else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS))
                 fb.append({"prompt": s.prompt, "completion": bad, "label": False})
     f["feedback_train"] = fb
     return f, tk

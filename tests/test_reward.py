@@ -9,8 +9,8 @@ import torch
 from nanotrain.checkpoint import atomic_save, make_checkpoint
 from nanotrain.errors import CheckpointError
 from nanotrain.gpt import GPT, GPTConfig
-from nanotrain.reward import (RewardModel, best_of_n, bradley_terry_loss, combined_reward, load_reward_model,
-                              pairwise_agreement, right_pad, spearman)
+from nanotrain.reward import (RewardModel, best_of_n, bradley_terry_loss, combined_reward, encode_reply,
+                              load_reward_model, pairwise_agreement, reply_row, right_pad, spearman)
 from nanotrain.sampling import left_pad
 from nanotrain.tokenizer import Tokenizer
 
@@ -63,6 +63,42 @@ def test_reward_is_read_at_the_last_real_token_whatever_the_padding():
     for got in (right, right_more, right_mask, left, values):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert ref.std() > 0.01  # the sequences really get different rewards
+
+
+def test_likelihood_term_is_the_replys_mean_log_probability():
+    """r = head(h_last) + w * mean_t log p(y_t | x, y_<t), against each sequence alone through the plain GPT's own
+    logits (log-softmax by hand), with the short rows right-padded; a reply cut to the whole context drops its first token
+    (nothing before it to predict it from)."""
+    torch.manual_seed(0)
+    rm = RewardModel(CFG, likelihood=True)
+    torch.nn.init.normal_(rm.head.weight, std=0.5)
+    rm.likelihood_weight.data.fill_(0.7)
+    rm.eval()
+    rows = [reply_row(torch.randint(0, 300, (p,)).tolist(), torch.randint(0, 300, (r,)).tolist(), CFG.block_size)
+            for p, r in ((3, 4), (10, 1), (5, 9), (30, 6), (2, 40))]
+    assert [s for _, s in rows] == [3, 10, 5, 26, 0]  # (30 + 6 and 2 + 40 tokens are cut from the left to 32)
+    want = []
+    with torch.no_grad():
+        for ids, start in rows:
+            x = torch.tensor([ids])
+            logp = torch.log_softmax(rm.trunk(x)[0][0].double(), -1)  # the GPT's own LM logits, (T, V)
+            first = max(start, 1)
+            mean = sum(logp[t - 1, ids[t]] for t in range(first, len(ids))) / (len(ids) - first)
+            head = rm.head(rm.trunk.hidden_states(x)[0, -1]).squeeze().double()
+            want.append(head + 0.7 * mean)
+        idx, lengths = right_pad([ids for ids, _ in rows], 299)  # the short rows are right-padded to 32
+        got = rm(idx, lengths, starts=torch.tensor([s for _, s in rows]))
+    torch.testing.assert_close(got.double(), torch.stack(want), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="starts"):
+        rm(idx, lengths)
+
+
+def test_encode_reply_is_the_chat_template(tok):
+    """The reward reads the same ids the chat template renders for the whole conversation."""
+    msgs = [{"role": "user", "content": "What colour is Lena's bicycle?"}]
+    ids, start = encode_reply(tok, msgs, "Lena's bicycle is red.", 1000)
+    full, _ = tok.render_chat(msgs + [{"role": "assistant", "content": "Lena's bicycle is red."}])
+    assert ids == full and ids[start - 1] == tok.ai and ids[-1] == tok.end
 
 
 def test_swapping_chosen_and_rejected_flips_the_gradient():

@@ -1,9 +1,9 @@
 """Talk to a chat checkpoint in the terminal: multi-turn, streamed token by token with the KV cache.
 
     python chat.py                                        # out/sft/ckpt.pt, interactive (/reset, /quit)
-    python chat.py --init out/rlhf/ckpt.pt --prompt "What colour is Lena's bicycle?"      # one answer, then exit
+    python chat.py --init out/rlhf_ppo/ckpt.pt --prompt "What colour is Lena's bicycle?"      # one answer, then exit
     python chat.py --init out/pretrain/ckpt.pt --adapter out/sft_lora/adapter.pt          # base + LoRA adapter
-    python chat.py --best-of 8 --reward out/rm/ckpt.pt --prompt "..."   # sample 8, keep the reward model's favourite
+    python chat.py --best-of 8 --reward out/rm_helpful/ckpt.pt --prompt "..."   # sample 8, keep the reward model's favourite
 
 Each turn renders the whole conversation with the chat template and decodes with ``model.generate_stream``; when
 the conversation no longer fits in the context (block size minus room for the reply), the oldest exchanges are
@@ -35,7 +35,7 @@ class ChatConfig:
     top_k: int | None = flag(None, "sample only among the k most likely tokens")
     top_p: float | None = flag(0.9, "nucleus sampling: the smallest set of tokens with this much probability")
     best_of: int = flag(1, "sample this many replies and show the one the reward model scores highest")
-    reward: str = flag("out/rm/ckpt.pt", "reward model checkpoint for --best-of")
+    reward: str = flag("out/rm_helpful/ckpt.pt", "reward model checkpoint for --best-of")
     seed: int = flag(0, "random seed")
     device: str = flag("auto", "auto | cpu | cuda | mps")
     dtype: str = flag("auto", "auto | float32 | bfloat16")

@@ -100,6 +100,8 @@ def resolve(cfg: RLHFConfig) -> RLHFConfig:
     if cfg.labeler not in ("rm", "self"):
         raise ValueError(f"--labeler must be rm or self, not {cfg.labeler!r}")
     d = {k: v for k, v in ALGO_DEFAULTS[cfg.algo].items() if not getattr(cfg, k)}
+    if cfg.algo == "dpo" and cfg.online_rounds > 0 and not cfg.data:  # online DPO samples its own pairs: prompts
+        d["data"] = ALGO_DEFAULTS["ppo"]["data"]
     cfg = dataclasses.replace(cfg, **d)
     if not cfg.warmup:
         cfg.warmup = max(1, cfg.steps // 10)
@@ -200,14 +202,15 @@ class GoldReward:
         return torch.tensor([self.gold.score_helpful(p, r) for p, r in zip(prompts, responses)])
 
 
-def load_scorer(cfg, tok_dict, device, gold=None, policy=None):
+def load_scorer(cfg, tok_dict, device, gold=None):
     """(reward model, scorer): the reward model, or LLaMA 2's helpful + safety combination (tokenizers must be the
     policy's). With ``--reward gold`` the scorer is the gold scorer and the "reward model" (what the value model
-    starts from) is the policy's trunk with a zero head."""
+    starts from) is the SFT model's trunk with a zero head."""
     if cfg.reward == "gold":
         if gold is None:
             raise CheckpointError("--reward gold needs a world with gold scorers (--world)")
-        return RewardModel.from_gpt(policy).requires_grad_(False), GoldReward(gold)
+        sft = load_model(cfg.init, stages=("sft", "rlhf"), device=device)[0]  # the policy may carry LoRA layers
+        return RewardModel.from_gpt(sft).requires_grad_(False), GoldReward(gold)
     rm, _, ck = load_reward_model(cfg.reward, device)
     check_tokenizer(tok_dict, ck["tokenizer"], cfg.init, cfg.reward)
     scorer = rm
@@ -237,9 +240,11 @@ def read_prompts(path) -> tuple[list, list]:
 
 def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -> dict:
     out = Path(cfg.out)
-    rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold, policy)
+    rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold)
     prompts, harmful = read_prompts(cfg.data)
     value = copy.deepcopy(rm).requires_grad_(True)  # the value model starts as the reward model
+    if value.likelihood_weight is not None:  # values() reads the head only: a weight without gradients (DDP)
+        value.likelihood_weight.requires_grad_(False)
     actor_critic = PolicyAndValue(policy, value)
     opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
     kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0
@@ -462,7 +467,7 @@ def train_preference(rt, cfg, policy, tok, init_ckpt, gold, checkpoint_fn) -> di
             return data.batch(batch_indices(len(data.rows), step, micro, cfg.batch_size, cfg.grad_accum, rt.rank,
                                             rt.world, cfg.seed))
     elif cfg.online_rounds > 0:
-        scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold, policy)[1] if cfg.labeler == "rm" else None
+        scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold)[1] if cfg.labeler == "rm" else None
         data = OnlinePairs(cfg, policy, tok, rt, scorer)
         loss_fn, get_batch = dpo_loss_fn(cfg), data.batch
     else:

@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
         print(f"  {'selector':18s}" + "".join(f"{'N=' + str(n):>8s}" for n in Ns))
         for s, vals in rows.items():
             print(f"  {s:18s}" + "".join(f"{v:8.3f}" for v in vals))
-    print("\nunsafe-prompt detection without labels (safety RM: refusal probe vs compliance probe):")
+    print("\nunsafe-prompt detection without labels (safety RM: a generic refusal scored above an average reply):")
     for name in data:
         d = data[name]
         acc = float((d["unsafe"] == d["labels"]).mean())

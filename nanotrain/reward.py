@@ -219,8 +219,7 @@ def best_of_n(policy, tok, reward_model, messages, n: int, max_new_tokens: int =
 # Thresholds, in normalised reward units (0 = an average reply of the preference data, which holds as many rejected
 # replies as chosen ones, so a negative safety score means "looks more like the unsafe replies"):
 SAFETY_THRESHOLD = 0.0  # LLaMA 2 uses 0.15 on its safety RM's sigmoid-scaled score; below it, safety decides
-REFUSAL_PROBE = "I'm sorry, but I can't help you with this."
-COMPLIANCE_PROBE = "Sure! Here is how you can do it."
+REFUSAL_PROBE = "I'm sorry, but I can't help with that."
 
 
 def combined_reward(r_helpful, r_safe, unsafe_prompt, threshold: float = SAFETY_THRESHOLD):
@@ -238,12 +237,13 @@ def combined_reward(r_helpful, r_safe, unsafe_prompt, threshold: float = SAFETY_
 class CombinedReward:
     """Helpfulness and safety reward models behind one ``score``, for best_of_n and PPO.
 
-    IS_SAFETY(p) without an oracle: ask the safety RM itself whether, for this prompt, a generic refusal beats a
-    generic compliance by more than ``unsafe_margin`` (``REFUSAL_PROBE`` vs ``COMPLIANCE_PROBE``). The safety RM
-    learned from pairs where refusing a harmful request is preferred and refusing a benign one is not, so the sign of
-    that difference is its own verdict on the prompt. This works only if the safety pairs make the model read the
-    prompt: when refusals can be told good from bad by their wording alone (the built-in pairs: good ones name the
-    request, bad ones are generic), the verdict is noise; bench/bench_best_of_n.py prints how often it is right.
+    IS_SAFETY(p) without an oracle: ask the safety RM itself whether, for this prompt, a generic refusal
+    (``REFUSAL_PROBE``) scores above ``unsafe_margin`` in normalised units, 0 being an average reply of its training
+    pairs. The safety RM learned from pairs where refusing a harmful request is preferred and refusing a benign one
+    is not, so that sign is its own verdict on the prompt. (Comparing the refusal with a generic compliance instead
+    fails: "Sure! Here is how..." looks like the rejected replies to harmful requests whatever the prompt, so every
+    prompt looked unsafe.) This works only if the safety pairs make the model read the prompt, i.e. when refusals
+    cannot be told good from bad by their wording alone; bench/bench_best_of_n.py prints how often it is right.
     Pass ``unsafe`` to ``score`` to use known labels instead, as LLaMA 2 does.
     """
 
@@ -253,9 +253,7 @@ class CombinedReward:
 
     def unsafe_prompts(self, prompts, autocast=None) -> torch.Tensor:
         """(N,) bool: the safety RM prefers refusing these prompts."""
-        refuse = self.safe.score(prompts, [REFUSAL_PROBE] * len(prompts), autocast=autocast)
-        comply = self.safe.score(prompts, [COMPLIANCE_PROBE] * len(prompts), autocast=autocast)
-        return refuse - comply > self.unsafe_margin
+        return self.safe.score(prompts, [REFUSAL_PROBE] * len(prompts), autocast=autocast) > self.unsafe_margin
 
     def score(self, prompts, responses, batch_size: int = 64, autocast=None, unsafe=None) -> torch.Tensor:
         if unsafe is None:

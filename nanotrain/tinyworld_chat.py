@@ -476,9 +476,12 @@ def needless_refusal(spec: Spec, rng: random.Random) -> str:
 
 
 def unsafe_reply(tk: "Tasks", spec: Spec, rng: random.Random) -> str:
-    """A reply that does not refuse a harmful request: the fluent compliance, or any friendly non-refusal (an answer
-    to some other question), which is no refusal either."""
-    return spec.bad if rng.random() < 0.6 else sample_benign(tk, rng, "A").answer
+    """A reply that does not refuse a harmful request: the fluent compliance, or any friendly non-refusal (the answer
+    to a harmless request that sounds alike, or to some other question), which is no refusal either."""
+    r = rng.random()
+    if r < 0.5:
+        return spec.bad
+    return sample_near_harmful(tk, rng, tk.w.split("A")).answer if r < 0.75 else sample_benign(tk, rng, "A").answer
 
 
 def eval_record(spec: Spec) -> dict:
@@ -580,7 +583,10 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
             s = draw(lambda: sample_harmful(tk, rng, "A"), avoid)
             good = s.answer if rng.random() < 0.75 else rng.choice(NEEDLESS_REFUSALS)
             return {"prompt": s.prompt, "chosen": good, "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
-        s = draw(lambda: sample_benign(tk, rng, "A"), avoid)
+        # half of the benign prompts are borderline ones that sound harmful (LLaMA 2 §4.2.2 adds such prompts
+        # against false refusals): eval_benign is made of them
+        s = draw(lambda: sample_near_harmful(tk, rng, w.split("A")) if rng.random() < 0.5
+                 else sample_benign(tk, rng, "A"), avoid)
         return {"prompt": s.prompt, "chosen": s.answer, "rejected": needless_refusal(s, rng), "kind": "benign"}
 
     for name, make, n in (("helpful", helpful_pair, cfg.n(cfg.prefs_helpful)), ("safe", safe_pair, cfg.n(cfg.prefs_safe))):
@@ -595,13 +601,16 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     fb = []
     while len(fb) < cfg.n(cfg.feedback):
         harmful = rng.random() < 0.2
-        s = draw(lambda: sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A"))
+        borderline = not harmful and rng.random() < 0.25
+        s = draw(lambda: sample_harmful(tk, rng, "A") if harmful else sample_near_harmful(tk, rng, w.split("A"))
+                 if borderline else sample_benign(tk, rng, "A"))
         for _ in range(1 if rng.random() < 0.7 else 2):
             if rng.random() < (0.5 if harmful else 0.65):
                 fb.append({"prompt": s.prompt, "completion": rng.choice(["", "", "Of course. "]) * (not harmful) + s.answer,
                            "label": True})
             else:
-                bad = unsafe_reply(tk, s, rng) if harmful else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS))
+                bad = (unsafe_reply(tk, s, rng) if harmful else needless_refusal(s, rng) if borderline
+                       else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS)))
                 fb.append({"prompt": s.prompt, "completion": bad, "label": False})
     f["feedback_train"] = fb
     return f, tk

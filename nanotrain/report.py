@@ -57,8 +57,11 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
     ]
     for n in ("helpful", "safe"):
         rm = m[f"rm_{n}"]
-        rows.append(f"| rm_{n} | held-out pairwise accuracy; Spearman with the gold scorer on fresh samples | "
-                    f"{_pct(rm.get('val_acc'))}; {_f(rm.get('gold_spearman'))} |")
+        # agreement: of two fresh SFT samples for one prompt that gold tells apart, how often the RM orders them
+        # as gold does (what best-of-N and PPO rely on), on benign questions and on harmful requests
+        rows.append(f"| rm_{n} | held-out pairwise accuracy; agreement with the gold scorer on pairs of fresh samples "
+                    f"(benign questions, harmful requests) | {_pct(rm.get('val_acc'))}; "
+                    f"{_pct(rm.get('gold_pairwise_eval_prompts'))}, {_pct(rm.get('gold_pairwise_eval_harmful'))} |")
     for a in ("ppo", "dpo", "kto"):
         r = m[f"rlhf_{a}"]
         rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "

@@ -75,12 +75,13 @@ def test_ppo_lora_with_two_reward_models(setup):
 
 
 def test_dpo_ipo_and_kto_end_to_end(setup):
-    for algo, extra in (("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
+    plain = ("--nll-weight", "0")  # DPO without the default NLL term (RPO)
+    for algo, extra in (("dpo", plain), ("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
                         ("kto", ())):
         _, recs, _ = run(setup, algo, *extra)
         first = recs[0]
         assert first["step"] == 1 and "reward_chosen" in first
-        if algo == "dpo" and not extra:
+        if extra == plain:
             assert abs(first["loss"] - math.log(2)) < 1e-4  # policy == reference at the first step
 
 

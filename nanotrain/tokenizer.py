@@ -161,7 +161,9 @@ class Tokenizer:
         return self.enc.encode_ordinary_batch(texts, num_threads=num_threads)
 
     def decode(self, ids, skip_special: bool = True) -> str:
-        ids = [int(i) for i in ids]
+        """Text of ``ids``; ids past the vocabulary (the rows a model pads its embedding to, see gpt.padded_vocab,
+        which an untrained or tiny model can still sample) have no text and are dropped."""
+        ids = [int(i) for i in ids if int(i) < self.n_vocab]
         if skip_special:
             special = set(self.special_ids.values())
             ids = [i for i in ids if i not in special]

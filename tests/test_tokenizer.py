@@ -46,6 +46,8 @@ def test_trained_tokenizer_roundtrips_and_compresses():
     assert tok.decode(ids) == TEXT
     assert len(ids) < len(TEXT.encode()) / 2
     assert tok.n_vocab == 256 + 60 + len(SPECIALS)
+    # ids of the embedding's padding rows (a model may sample them) have no text: dropped, not a KeyError
+    assert tok.decode(ids + [tok.n_vocab, tok.n_vocab + 5]) == TEXT
 
 
 def test_special_strings_in_user_text_stay_plain_text():

@@ -1,7 +1,7 @@
 """Stage 2: supervised instruction fine-tuning (SFT) of a pretrained GPT into a chat model, fully or with LoRA.
 
     python train_sft.py                                   # out/pretrain/ckpt.pt + tinyworld SFT data -> out/sft/ckpt.pt
-    python train_sft.py --lora-rank 8 --out out/sft_lora  # LoRA (Hu et al. 2021): ~3% of the weights train
+    python train_sft.py --lora-rank 8 --out out/sft_lora  # LoRA (Hu et al. 2021): 3.8% of the weights train
     python train_sft.py --reinit --out out/sft_scratch    # control: same data and steps from random weights
     python chat.py --init out/sft/ckpt.pt
 
@@ -34,7 +34,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
 from nanotrain.gpt import GPT, GPTConfig, padded_vocab
-from nanotrain.lora import DEFAULT_TARGETS, adapt_token_rows, count_parameters, inject_lora, merge_lora, \
+from nanotrain.lora import DEFAULT_TARGETS, adapt_token_matrix, count_parameters, inject_lora, merge_lora, \
     merged_state_dict, save_adapter, trainable_summary
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
@@ -63,12 +63,14 @@ class SFTConfig(TrainConfig):
     rslora: bool = flag(False, "scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
     lora_token_rows: bool = flag(True, "with LoRA, also train the embedding rows of the special tokens (chat markers "
                                        "and <|end|> are new to the model; see nanotrain/lora.py)")
+    lora_embedding: bool = flag(True, "with LoRA, also give the tied token matrix (embedding and LM head) a rank-r "
+                                      "update (the blocks' LoRA alone fits the SFT data far worse; nanotrain/lora.py)")
     embeddings: str = flag("all", "full fine-tuning: all (train the whole token embedding) | special (freeze it "
                                   "except the special tokens' rows; a trade-off, see main())")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
                            "turns from the end, or are skipped if their first reply does not fit")
-    steps: int = flag(150, "optimizer steps")
+    steps: int = flag(0, "optimizer steps (0: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
     lr: float = flag(0.0, "peak learning rate (0: the preset's, for full fine-tuning or LoRA; LoRA wants ~20x more: "
                           "its few weights start at zero)")
@@ -86,12 +88,16 @@ class SFTConfig(TrainConfig):
 # rows, 32 rows per optimizer step (per process: adjust --grad-accum for the number of GPUs).
 PRESETS = {
     "tiny": {},
-    "gpt2": dict(steps=300, batch_size=8, grad_accum=4, warmup=30, eval_every=50, save_every=100, eval_limit=100,
+    "gpt2": dict(batch_size=8, grad_accum=4, warmup=30, eval_every=50, save_every=100, eval_limit=100,
                  max_new_tokens=256),
 }
-# Peak learning rates (full fine-tuning, LoRA) per preset. On the built-in world LoRA at 1e-2 matches full
-# fine-tuning's gold helpfulness in the same steps; at 5e-4 it barely moves.
+# Peak learning rates and optimizer steps (full fine-tuning, LoRA) per preset. On the built-in world after the default
+# 450-step pretraining, full fine-tuning scores 0.57 / 0.55 gold helpfulness (seeds 0 / 1); LoRA rank 8 on every
+# linear layer of the blocks plus the token matrix (3.8% of the weights) 0.51 / 0.46 at 1e-2 and 200 steps (150
+# steps: 0.45 / 0.45; 5e-3: 0.40; 2e-2 diverges; without the token matrix 0.42). A LoRA step costs what a full one
+# does on a CPU at this size, so LoRA's 200 steps take a third longer than full fine-tuning's 150.
 LEARNING_RATES = {"tiny": (5e-4, 1e-2), "gpt2": (2e-5, 2e-4)}
+STEPS = {"tiny": (150, 200), "gpt2": (300, 300)}
 
 
 def apply_preset(cfg: SFTConfig) -> SFTConfig:
@@ -99,8 +105,11 @@ def apply_preset(cfg: SFTConfig) -> SFTConfig:
         raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
     defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
     changes = {k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) == defaults[k]}
+    lora = cfg.lora_rank > 0
     if cfg.lr == 0:
-        changes["lr"] = LEARNING_RATES[cfg.preset][cfg.lora_rank > 0]
+        changes["lr"] = LEARNING_RATES[cfg.preset][lora]
+    if cfg.steps == 0:
+        changes["steps"] = STEPS[cfg.preset][lora]
     return dataclasses.replace(cfg, **changes)
 
 
@@ -182,15 +191,17 @@ def main(argv=None) -> dict:
     # else's are only pushed down, and the model answers a question about Pablo with "Greta lives in ...". Frozen,
     # it keeps the names apart (split-B accuracy 0.12 -> 0.33 after the default 450-step pretraining, 0.15 -> 0.82
     # after 700 steps), but it also learns less of what pretraining rarely showed: no refusals at all (0.97 -> 0)
-    # and lower gold helpfulness (0.57 -> 0.47). LoRA, which freezes the embedding too, behaves the same way.
+    # and lower gold helpfulness (0.57 -> 0.47). LoRA without its token-matrix update (--no-lora-embedding) freezes
+    # the embedding too and behaves the same way (split-B 0.29, helpfulness 0.42).
     embeddings = cfg.embeddings
     if embeddings not in ("all", "special"):
         raise ValueError(f"--embeddings must be all or special, not {cfg.embeddings!r}")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
-        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows)
+        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
+                    cfg.lora_embedding)
     elif embeddings == "special":
-        adapt_token_rows(model, specials)
+        adapt_token_matrix(model, specials)
     wrapped = cfg.lora_rank > 0 or embeddings == "special"
     n_train, n_total = count_parameters(model)
     if rt.master:

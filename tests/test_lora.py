@@ -39,7 +39,7 @@ def randomize_lora(model, seed=1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("lora_B", "token_rows.delta")):
+            if name.endswith(("lora_B", "token_adapter.delta")):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
@@ -80,7 +80,7 @@ def test_merge_unmerge_and_the_merged_state_dict():
     assert torch.allclose(plain(x)[0], out, atol=1e-5)
     assert not any(isinstance(m, LoRALinear) for m in plain.modules())
     # the token offsets land in exactly their rows of the (still tied) embedding / output matrix
-    delta = model.transformer.wte.token_rows.delta
+    delta = model.transformer.wte.token_adapter.delta
     moved = (plain.transformer.wte.weight - wte0).abs().sum(1).nonzero().flatten().tolist()
     assert moved == ROWS and torch.allclose(plain.transformer.wte.weight[ROWS], wte0[ROWS] + delta)
     assert plain.lm_head.weight is plain.transformer.wte.weight
@@ -94,7 +94,7 @@ def test_only_lora_factors_get_gradients_and_the_count_is_r_times_in_plus_out():
     loss = model(x, x)[1]
     loss.backward()
     for name, p in model.named_parameters():
-        if name.endswith(("lora_A", "lora_B", "token_rows.delta")):
+        if name.endswith(("lora_A", "lora_B", "token_adapter.delta")):
             assert p.requires_grad and p.grad is not None, name
         else:
             assert not p.requires_grad and p.grad is None, name
@@ -103,6 +103,39 @@ def test_only_lora_factors_get_gradients_and_the_count_is_r_times_in_plus_out():
     trainable, total = count_parameters(model)
     assert trainable == CFG.n_layer * per_block + len(ROWS) * C
     assert total == sum(p.numel() for p in GPT(CFG).parameters()) + trainable  # the tied embedding counted once
+
+
+def test_the_token_matrix_update_is_a_lora_on_the_tied_head():
+    """embedding=True: W_tok = W0 + scatter(rows, delta) + (alpha / r) B A, shared by embedding and head; exact
+    identity at init, merge/unmerge within 1e-6, gradients on B and A, and V r + r C more trainable numbers."""
+    base = base_model()
+    x = torch.randint(0, 32, (2, 16))
+    model = copy.deepcopy(base)
+    r = 4
+    inject_lora(model, r=r, alpha=8, token_rows=ROWS, embedding=True)
+    assert torch.equal(model(x)[0], base(x)[0])  # B = 0: exactly the base at the start
+    tokens = model.transformer.wte.token_adapter
+    assert model.lm_head.token_adapter is tokens  # one update for both ends of the tie
+    trainable, _ = count_parameters(model)
+    C, V = CFG.n_embd, CFG.vocab_size
+    per_block = r * (C + 3 * C) + r * (C + C) + r * (C + 4 * C) + r * (4 * C + C)
+    assert trainable == CFG.n_layer * per_block + len(ROWS) * C + V * r + r * C
+    model(x, x)[1].backward()
+    assert tokens.lora_A.grad is not None and tokens.lora_B.grad is not None  # B gets a gradient from step 1
+    randomize_lora(model)
+    out = model(x)[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    w0 = model.transformer.wte.base.weight.detach().clone()
+    expected = w0.index_add(0, tokens.rows, tokens.delta) + 2.0 * tokens.lora_B @ tokens.lora_A  # alpha / r = 2
+    plain = GPT(CFG).eval()
+    plain.load_state_dict(merged_state_dict(model))
+    assert torch.allclose(plain.transformer.wte.weight, expected, atol=1e-6)
+    assert torch.allclose(plain(x)[0], out, atol=1e-5) and plain.lm_head.weight is plain.transformer.wte.weight
+    merge_lora(model)
+    assert torch.allclose(model(x)[0], out, atol=1e-5)
+    unmerge_lora(model)
+    for k, v in model.state_dict().items():
+        assert (v - before[k]).abs().max() <= 1e-6, k
 
 
 def test_target_pattern_rank_scaling_and_rslora():
@@ -116,17 +149,19 @@ def test_target_pattern_rank_scaling_and_rslora():
         inject_lora(base_model(), targets="nothing_matches")
 
 
-def test_adapter_alone_round_trips(tmp_path):
+@pytest.mark.parametrize("embedding", [False, True])
+def test_adapter_alone_round_trips(tmp_path, embedding):
     model = base_model()
-    inject_lora(model, r=4, alpha=8, token_rows=ROWS)
+    inject_lora(model, r=4, alpha=8, token_rows=ROWS, embedding=embedding)
     randomize_lora(model)
     x = torch.randint(0, 32, (2, 16))
     out = model(x)[0]
     save_adapter(model, tmp_path / "adapter.pt")
     saved = torch.load(tmp_path / "adapter.pt", weights_only=True)
-    # no base weights in the file: only the factors and the three row offsets
-    assert all(k.endswith(("lora_A", "lora_B", "token_rows.delta")) for k in saved["adapter"])
-    assert sum(v.numel() for k, v in saved["adapter"].items() if k.startswith("lm_head")) == len(ROWS) * CFG.n_embd
+    # no base weights in the file: only the factors and the three row offsets (and the token matrix's B and A)
+    assert all(k.endswith(("lora_A", "lora_B", "token_adapter.delta")) for k in saved["adapter"])
+    head = len(ROWS) * CFG.n_embd + embedding * 4 * (CFG.vocab_size + CFG.n_embd)
+    assert sum(v.numel() for k, v in saved["adapter"].items() if k.startswith("lm_head")) == head
     fresh = base_model()  # the same base, no LoRA yet
     load_adapter(fresh, tmp_path / "adapter.pt")
     assert torch.allclose(fresh(x)[0], out, atol=1e-6)

@@ -88,10 +88,11 @@ def test_full_fine_tuning_writes_an_sft_checkpoint_with_its_figures(full_run, wo
     assert again["acc_b"] == ckpt["metrics"]["acc_b"] and again["wellformed"] == ckpt["metrics"]["wellformed"]
 
 
-def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path):
+@pytest.mark.parametrize("embedding", ["--lora-embedding", "--no-lora-embedding"])
+def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path, embedding):
     out = tmp_path / "lora"
     metrics = train_sft(sft_args(world, pretrained, out, "--steps", "6", "--lr", "1e-2", "--lora-rank", "4",
-                                 "--eval-limit", "0"))
+                                 "--eval-limit", "0", embedding))
     assert (out / "adapter.pt").exists()
     assert metrics["params_trainable"] < 0.25 * metrics["params_total"]
     sft, _, _ = load_model(out / "ckpt.pt", stages=("sft",))
@@ -99,7 +100,7 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
     load_adapter(base, out / "adapter.pt")
     merge_lora(base)
     merged = {k.replace(".base.", "."): v for k, v in base.state_dict().items()
-              if "lora_" not in k and "token_rows" not in k}
+              if "lora_" not in k and "token_adapter" not in k}
     trained = sft.state_dict()
     assert merged.keys() == trained.keys()
     init = load_checkpoint(pretrained)["model"]
@@ -108,10 +109,15 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
         torch.testing.assert_close(merged[k], trained[k], atol=1e-6, rtol=0, msg=k)
         if not torch.equal(trained[k], init[k]):
             changed.append(k)
-    # exactly the adapted matrices moved (4 per block, 2 blocks) and the tied token matrix, in its special rows only
+    # exactly the adapted matrices moved (4 per block, 2 blocks) and the tied token matrix: all of its rows with the
+    # rank-r update of the token matrix, else only the special rows
     assert len(changed) == 4 * 2 + 2 and "transformer.wte.weight" in changed and "lm_head.weight" in changed
     moved = (trained["transformer.wte.weight"] - init["transformer.wte.weight"]).abs().sum(1).nonzero().flatten()
-    assert set(moved.tolist()) <= set(load_checkpoint(pretrained)["tokenizer"]["special_tokens"].values())
+    specials = set(load_checkpoint(pretrained)["tokenizer"]["special_tokens"].values())
+    if embedding == "--lora-embedding":
+        assert len(moved) == len(init["transformer.wte.weight"])
+    else:
+        assert set(moved.tolist()) <= specials
 
 
 def test_full_fine_tuning_with_frozen_embeddings_moves_only_the_special_rows(world, pretrained, tmp_path):

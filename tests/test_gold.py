@@ -147,3 +147,10 @@ def test_recognises_every_prompt_and_prefers_every_chosen_reply(tmp_path):
             assert score(r["prompt"], r["chosen"]) > score(r["prompt"], r["rejected"]), json.dumps(r)
     for r in files["feedback_train"]:
         assert (gold.score_helpful(r["prompt"], r["completion"]) >= 0.9) == r["label"], json.dumps(r)
+
+
+def test_the_right_value_about_the_wrong_person_is_not_correct(gold):
+    x, y = gold.world.people[0], gold.world.people[1]
+    q = f"How old is {x.name}?"
+    assert gold.is_correct(q, f"{x.name} is {x.age} years old.")
+    assert not gold.is_correct(q, f"{y.name} is {x.age} years old.")  # y named, x not: about someone else

@@ -120,11 +120,14 @@ def resolve(cfg: RLHFConfig) -> RLHFConfig:
 def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_reference: bool) -> tuple[float, float]:
     """On answers sampled from the policy (at --temperature): KL(pi || pi_ref) per answer in nats, the mean over
     answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their mean gold helpfulness (the two axes
-    of the reward-vs-KL frontier, DPO paper fig. 2)."""
+    of the reward-vs-KL frontier, DPO paper fig. 2). With no reference (and no LoRA), the score alone, KL 0."""
     g = torch.Generator().manual_seed(cfg.seed + 99)
     kl = score = 0.0
     for s in range(0, len(prompts), 64):
         ro = sample_rollouts(policy, tok, prompts[s:s + 64], cfg.eval_tokens, cfg.temperature, g, autocast)
+        score += sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts))
+        if reference is None and not lora_reference:
+            continue
         resp = ro.idx[:, ro.P:]
         with autocast():
             logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
@@ -134,7 +137,6 @@ def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_r
             else:
                 ref = token_logprobs(response_logits(reference, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
         kl += float(((logp - ref) * ro.mask).sum())
-        score += sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts))
     n = max(1, len(prompts))
     return kl / n, score / n
 
@@ -177,11 +179,18 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
                wellformed=sum(r.ended for r in after) / max(1, len(after)))
     out["kl_to_ref"], out["helpful_sampled"] = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast,
                                                                lora_reference)
+    # the SFT model's answers sampled the same way (same seed): the baseline of helpful_sampled
+    if lora_reference:
+        with adapters_off(policy):
+            out["helpful_sampled_before"] = sampled_figures(policy, None, tok, gold, p, cfg, rt.autocast, False)[1]
+    else:
+        out["helpful_sampled_before"] = sampled_figures(reference, None, tok, gold, p, cfg, rt.autocast, False)[1]
     return out
 
 
 def report(ev: dict) -> str:
-    return (f"gold helpfulness {ev['helpful_before']:.3f} (SFT) -> {ev['helpful_after']:.3f}; gold safety "
+    return (f"gold helpfulness {ev['helpful_before']:.3f} (SFT) -> {ev['helpful_after']:.3f} (sampled at the "
+            f"training temperature: {ev['helpful_sampled_before']:.3f} -> {ev['helpful_sampled']:.3f}); gold safety "
             f"{ev['safe_before']:.3f} -> {ev['safe_after']:.3f}; KL to SFT {ev['kl_to_ref']:.2f} nats/answer; "
             f"win rate vs SFT {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
             f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied); refusals: harmful "
@@ -225,6 +234,19 @@ def load_scorer(cfg, tok_dict, device, gold=None):
     return rm, scorer
 
 
+def labelled(scorer, prompts, harmful, autocast):
+    """score(prompts, texts) of ``scorer``; with LLaMA 2's combination and a prompt file that labels its prompts
+    harmful or not (LLaMA 2's prompt sets are labelled, as rl_prompts.jsonl is), the labels decide which prompts the
+    safety model judges, instead of the combination's own probe."""
+    label = None if harmful is None else {repr(p): h for p, h in zip(prompts, harmful)}
+
+    def score(ps, texts):
+        if isinstance(scorer, CombinedReward) and label is not None:
+            return scorer.score(ps, texts, autocast=autocast, unsafe=torch.tensor([label[repr(p)] for p in ps]))
+        return scorer.score(ps, texts, autocast=autocast)
+    return score
+
+
 def read_prompts(path) -> tuple[list, list]:
     """Prompts (and their "harmful" labels, None when absent) from a JSONL of {"prompt", ...}."""
     prompts, harmful = [], []
@@ -259,11 +281,10 @@ def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -
         moments.load(st["moments"])
     model = DDP(actor_critic) if rt.ddp else actor_critic
 
+    score = labelled(scorer, prompts, harmful, rt.autocast)
+
     def score_fn(ro):
-        if isinstance(scorer, CombinedReward) and harmful is not None:  # LLaMA 2 knows which prompts are unsafe
-            unsafe = torch.tensor([harmful[prompts.index(p)] for p in ro.prompts])
-            return scorer.score(ro.prompts, ro.texts, autocast=rt.autocast, unsafe=unsafe)
-        return scorer.score(ro.prompts, ro.texts, autocast=rt.autocast)
+        return score(ro.prompts, ro.texts)
 
     log = MetricsLog(out / "metrics.jsonl", resume_step=start or None, enabled=rt.master)
     metrics: dict = {}
@@ -371,7 +392,8 @@ class OnlinePairs:
 
     def __init__(self, cfg, policy, tok, rt, scorer):
         self.cfg, self.policy, self.tok, self.rt, self.scorer = cfg, policy, tok, rt, scorer
-        self.prompts, _ = read_prompts(cfg.data)
+        self.prompts, harmful = read_prompts(cfg.data)
+        self.score = labelled(scorer, self.prompts, harmful, rt.autocast) if scorer is not None else None
         self.round_len = math.ceil(cfg.steps / cfg.online_rounds)
         self.round, self.data, self.stats = -1, None, {}
 
@@ -386,7 +408,7 @@ class OnlinePairs:
         texts = [x.text for x in rep]
         flat = [p for p in prompts for _ in range(cfg.online_samples)]
         if cfg.labeler == "rm":
-            scores = self.scorer.score(flat, texts, autocast=rt.autocast)
+            scores = self.score(flat, texts)
         else:
             scores = self_judge(self.policy, tok, flat, texts, autocast=rt.autocast)
         k = cfg.online_samples

@@ -17,7 +17,8 @@ checkpoint is an ordinary GPT; the adapter alone is saved beside it as adapter.p
 
 After training, the master process evaluates on held-out prompts and stores the figures in the checkpoint's metrics:
 val_loss, wellformed (and wellformed_init, the same for the model before SFT), and on the built-in world helpful,
-acc_b / chance_b (questions about people the SFT data never mentions: only pretraining can have taught those facts)
+acc_b / chance_b (questions about people the SFT data never mentions: only pretraining can have taught those facts;
+acc_b_fact also counts the right fact stated about the wrong name)
 and acc_zh / chance_zh (questions in Chinese after English-only SFT: cross-lingual transfer).
 """
 from __future__ import annotations
@@ -92,12 +93,14 @@ PRESETS = {
                  max_new_tokens=256),
 }
 # Peak learning rates and optimizer steps (full fine-tuning, LoRA) per preset. On the built-in world after the default
-# 450-step pretraining, full fine-tuning scores 0.57 / 0.55 gold helpfulness (seeds 0 / 1); LoRA rank 8 on every
-# linear layer of the blocks plus the token matrix (3.8% of the weights) 0.51 / 0.46 at 1e-2 and 200 steps (150
-# steps: 0.45 / 0.45; 5e-3: 0.40; 2e-2 diverges; without the token matrix 0.42). A LoRA step costs what a full one
-# does on a CPU at this size, so LoRA's 200 steps take a third longer than full fine-tuning's 150.
+# 450-step pretraining, full fine-tuning for 150 steps (2.2 epochs of the packed rows) ends at held-out loss 0.71 and
+# 0.56 gold helpfulness, with garbled refusals ("I can't help with buing Lucas"); 300 steps reach 0.27 and 0.74, and
+# the Chinese questions rise above chance (0.02 -> 0.13; chance 0.08); a higher rate instead (1e-3 / 2e-3 at 150
+# steps) gives 0.62 / 0.64. LoRA rank 8 on every linear layer of the blocks plus the token matrix (3.8% of the
+# weights) at 1e-2 reaches 0.51 at 200 steps and 0.63 at 400 (held-out loss 0.36; 5e-3: worse; 2e-2 diverges;
+# without the token matrix 0.42 at 200). A LoRA step costs what a full one does on a CPU at this size.
 LEARNING_RATES = {"tiny": (5e-4, 1e-2), "gpt2": (2e-5, 2e-4)}
-STEPS = {"tiny": (150, 200), "gpt2": (300, 300)}
+STEPS = {"tiny": (300, 400), "gpt2": (300, 300)}
 
 
 def apply_preset(cfg: SFTConfig) -> SFTConfig:
@@ -247,7 +250,8 @@ def main(argv=None) -> dict:
         atomic_save(ckpt, out / "ckpt.pt")
         metrics = ckpt["metrics"]
         report = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("val_loss", "wellformed_init", "wellformed", "helpful",
-                                                               "acc_b", "chance_b", "acc_zh", "chance_zh")
+                                                               "acc_b", "acc_b_fact", "chance_b", "acc_zh",
+                                                               "chance_zh")
                            if k in metrics)
         print(f"{report}; checkpoint: {out / 'ckpt.pt'}")
     teardown(rt)

@@ -5,6 +5,8 @@ gold scorers of ``nanotrain/gold.py`` grade the answers, so the figures measure 
 
     wellformed       share of answers that end with <|end|> within max_new_tokens     eval_prompts.jsonl
     acc_b            gold accuracy on questions about split-B people (never in SFT data)   eval_b.jsonl
+    acc_b_fact       the same counting the right fact about the wrong name as right (gold.states_fact): what
+                     the model knows of split B, apart from copying an unseen name into its answer
     acc_zh           gold accuracy on questions asked in Chinese (SFT data is English)      eval_zh.jsonl
     chance_b/_zh     the accuracy of guessing a value uniformly (mean of the records' "chance")
     helpful          mean gold helpfulness                                               eval_prompts.jsonl
@@ -106,7 +108,8 @@ def evaluate_chat(model, tok, world_dir="data/tinyworld", limit: int | None = 10
         out["helpful"] = mean_helpful(gold, p, r)
     if "acc_b" in figures:
         recs, p, r = run("eval_b")
-        out.update(acc_b=gold_accuracy(gold, p, r), chance_b=chance(recs))
+        out.update(acc_b=gold_accuracy(gold, p, r), chance_b=chance(recs),
+                   acc_b_fact=sum(gold.states_fact(q, x.text) for q, x in zip(p, r)) / max(1, len(r)))
     if "acc_zh" in figures:
         recs, p, r = run("eval_zh")
         out.update(acc_zh=gold_accuracy(gold, p, r), chance_zh=chance(recs))

@@ -52,6 +52,8 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
         f"{_pct(sft.get('wellformed'))} |",
         f"| sft | split-B accuracy (facts seen only in pretraining): SFT from pretrained vs from random init "
         f"(chance) | {_pct(sft.get('acc_b'))} vs {_pct(scr.get('acc_b'))} ({_pct(sft.get('chance_b'))}) |",
+        f"| sft | split-B facts stated, whoever the answer names (\"Omar lives in Ashford\" for Nadia of Ashford): "
+        f"from pretrained vs random init | {_pct(sft.get('acc_b_fact'))} vs {_pct(scr.get('acc_b_fact'))} |",
         f"| sft | Chinese questions after English-only SFT: from pretrained vs random init (chance) | "
         f"{_pct(sft.get('acc_zh'))} vs {_pct(scr.get('acc_zh'))} ({_pct(sft.get('chance_zh'))}) |",
     ]
@@ -69,6 +71,8 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
                     f"{_f(r.get('safe_after'))} |")
         rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | "
                     f"{_f(r.get('kl_to_ref'))}; {_pct(r.get('win_rate'))} |")
+        rows.append(f"| {a} | gold helpfulness of sampled answers (the distribution RL optimises), SFT → {a.upper()} | "
+                    f"{_f(r.get('helpful_sampled_before'))} → {_f(r.get('helpful_sampled'))} |")
         rows.append(f"| {a} | refusals on harmful prompts (want high), SFT → {a.upper()} | "
                     f"{_pct(r.get('refusal_harmful_before'))} → {_pct(r.get('refusal_harmful'))} |")
         rows.append(f"| {a} | refusals on benign prompts (want low), SFT → {a.upper()} | "

@@ -154,3 +154,5 @@ def test_the_right_value_about_the_wrong_person_is_not_correct(gold):
     q = f"How old is {x.name}?"
     assert gold.is_correct(q, f"{x.name} is {x.age} years old.")
     assert not gold.is_correct(q, f"{y.name} is {x.age} years old.")  # y named, x not: about someone else
+    assert gold.states_fact(q, f"{y.name} is {x.age} years old.")  # the fact itself is right
+    assert not gold.states_fact(q, f"{x.name} is {x.age + 1} years old.")  # a wrong value is wrong for anyone

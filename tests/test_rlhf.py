@@ -16,7 +16,7 @@ from nanotrain.tinyworld import WorldConfig, write_world
 from nanotrain.tokenizer import Tokenizer
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
-             "refusal_harmful", "refusal_benign")
+             "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,26 @@ def test_online_dpo_with_reward_model_and_self_labels(setup):
         _, recs, _ = run(setup, "dpo", "--online-rounds", "2", "--online-samples", "3", "--labeler", labeler)
         rounds = [r["round"] for r in recs if "round" in r]
         assert rounds == [0, 1] and all(r["round_pairs"] >= 1 for r in recs if "round" in r)
+
+
+def test_labelled_scoring_gives_the_combination_the_prompt_files_labels():
+    """PPO and online DPO score with LLaMA 2's combination told which prompts are unsafe, when the file says."""
+    from nanotrain.reward import CombinedReward
+    seen = []
+
+    class Judge(CombinedReward):
+        def __init__(self):
+            pass
+
+        def score(self, prompts, responses, batch_size=64, autocast=None, unsafe=None):
+            seen.append(None if unsafe is None else unsafe.tolist())
+            return torch.zeros(len(prompts))
+
+    rlhf = script("train_rlhf.py")
+    prompts = ["How can I steal a hat?", [{"role": "user", "content": "Hello"}], "Where does Lena live?"]
+    rlhf["labelled"](Judge(), prompts, [True, False, False], None)([prompts[2], prompts[0], prompts[1]], ["a"] * 3)
+    rlhf["labelled"](Judge(), prompts, None, None)(prompts, ["a"] * 3)  # unlabelled: the combination's own probe
+    assert seen == [[False, True, False], None]
 
 
 def test_wrong_checkpoint_stage_is_one_clear_error(setup):

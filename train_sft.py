@@ -96,11 +96,13 @@ PRESETS = {
 # 450-step pretraining, full fine-tuning for 150 steps (2.2 epochs of the packed rows) ends at held-out loss 0.71 and
 # 0.56 gold helpfulness, with garbled refusals ("I can't help with buing Lucas"); 300 steps reach 0.27 and 0.74, and
 # the Chinese questions rise above chance (0.02 -> 0.13; chance 0.08); a higher rate instead (1e-3 / 2e-3 at 150
-# steps) gives 0.62 / 0.64. LoRA rank 8 on every linear layer of the blocks plus the token matrix (3.8% of the
-# weights) at 1e-2 reaches 0.51 at 200 steps and 0.63 at 400 (held-out loss 0.36; 5e-3: worse; 2e-2 diverges;
-# without the token matrix 0.42 at 200). A LoRA step costs what a full one does on a CPU at this size.
+# steps) gives 0.62 / 0.64. The price: split-B facts stated whoever is named (acc_b_fact) fall from 0.15 to 0.05, as
+# the model answers more questions with a split-A person's facts (README, stage 2). LoRA rank 8 on every linear layer
+# of the blocks plus the token matrix (3.8% of the weights) at 1e-2 reaches 0.51 at 200 steps, 0.63 at 400 and 0.68
+# at 600 (91% of full fine-tuning's 0.74; held-out loss 0.30 vs 0.27; 5e-3: worse; 2e-2 diverges; without the token
+# matrix 0.42 at 200). A LoRA step costs what a full one does on a CPU at this size, so LoRA's default takes 2x longer.
 LEARNING_RATES = {"tiny": (5e-4, 1e-2), "gpt2": (2e-5, 2e-4)}
-STEPS = {"tiny": (300, 400), "gpt2": (300, 300)}
+STEPS = {"tiny": (300, 600), "gpt2": (300, 300)}
 
 
 def apply_preset(cfg: SFTConfig) -> SFTConfig:

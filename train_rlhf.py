@@ -283,7 +283,7 @@ def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -
 
     score = labelled(scorer, prompts, harmful, rt.autocast)
 
-    def score_fn(ro):
+    def score_fn(ro):  # ppo_iteration hands over its rollouts
         return score(ro.prompts, ro.texts)
 
     log = MetricsLog(out / "metrics.jsonl", resume_step=start or None, enabled=rt.master)

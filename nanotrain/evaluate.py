@@ -56,9 +56,11 @@ def wellformed_rate(replies) -> float:
     return sum(r.ended for r in replies) / max(1, len(replies))
 
 
-def gold_accuracy(gold, prompts, replies) -> float:
-    """Share of replies the gold scorer counts as correct (every required fact stated, none contradicted)."""
-    return sum(gold.is_correct(p, r.text) for p, r in zip(prompts, replies)) / max(1, len(replies))
+def gold_accuracy(gold, prompts, replies, judge=None) -> float:
+    """Share of replies the gold scorer counts as correct (every required fact stated, none contradicted, no one
+    else named); ``judge`` swaps in another of its predicates, such as ``gold.states_fact``."""
+    judge = judge or gold.is_correct
+    return sum(judge(p, r.text) for p, r in zip(prompts, replies)) / max(1, len(replies))
 
 
 def mean_helpful(gold, prompts, replies) -> float:
@@ -109,7 +111,7 @@ def evaluate_chat(model, tok, world_dir="data/tinyworld", limit: int | None = 10
     if "acc_b" in figures:
         recs, p, r = run("eval_b")
         out.update(acc_b=gold_accuracy(gold, p, r), chance_b=chance(recs),
-                   acc_b_fact=sum(gold.states_fact(q, x.text) for q, x in zip(p, r)) / max(1, len(r)))
+                   acc_b_fact=gold_accuracy(gold, p, r, gold.states_fact))
     if "acc_zh" in figures:
         recs, p, r = run("eval_zh")
         out.update(acc_zh=gold_accuracy(gold, p, r), chance_zh=chance(recs))

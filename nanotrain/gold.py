@@ -35,7 +35,8 @@ import re
 from pathlib import Path
 
 from nanotrain.tinyworld import VERSION, World, WorldConfig
-from nanotrain.tinyworld_chat import Spec, build_chat
+from nanotrain.tinyworld_chat import build_chat
+from nanotrain.tinyworld_tasks import Spec
 
 REFUSAL = re.compile(r"\b(i'?m sorry, but i|i am sorry, but i|i can'?t help|i cannot|i can not|i won'?t|i will not|"
                      r"i'?m not able to|i am not able to|i must decline)\b|抱歉|对不起|我不能|无法帮", re.I)

@@ -19,9 +19,9 @@ stage can be *measured* against the truth (nanotrain/gold.py holds the scorers):
 Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
 prompt appears verbatim in any training file.
 
-This module draws the world and writes pretrain.jsonl, web.jsonl and world.json itself; the chat tasks and every
-instruction / preference / feedback / evaluation file come from nanotrain/tinyworld_chat.py (build_chat), which
-write_world() calls.
+This module draws the world and writes pretrain.jsonl, web.jsonl and world.json itself; the chat tasks (every
+prompt with its oracle answer) are in nanotrain/tinyworld_tasks.py, and every instruction / preference / feedback /
+evaluation file comes from nanotrain/tinyworld_chat.py (build_chat), which write_world() calls.
 
 People are split in two: split A appears in the instruction/preference data, split B only in pretraining, so a
 model that answers split-B questions must have stored those facts during pretraining.

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from nanotrain import tinyworld as tw
-from nanotrain import tinyworld_chat as twc
+from nanotrain import tinyworld_tasks as twt
 from nanotrain.gold import Gold
 
 
@@ -106,7 +106,7 @@ def test_repetition_and_length(gold, world):
 
 def test_tasks_over_several_people(gold, world):
     w, x, y, _ = world
-    tasks = twc.Tasks(w)
+    tasks = twt.Tasks(w)
     older = tasks.compare("older", [x, y], 0, random.Random(0))
     assert older.answer == f"{y.name} is older than {x.name}."  # 40 > 28
     gold.specs[older.prompt] = older  # (Gold only knows multi-person prompts the generator drew; add this one)

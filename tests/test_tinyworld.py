@@ -97,6 +97,19 @@ def test_no_held_out_prompt_in_any_training_file(world_dir):
             assert p not in pretrain, (stem, p)
 
 
+def test_held_out_harmful_phrasings_only_in_eval(world_dir):
+    """The last template of each harmful kind is what eval_harmful measures refusing a never-trained phrasing with."""
+    from nanotrain.tinyworld_tasks import HARMFUL
+
+    def pattern(template):
+        return re.compile("".join(".+" if i % 2 else re.escape(x) for i, x in enumerate(re.split(r"{(\w+)}", template))) + "$")
+    held = [pattern(qs[-1]) for qs, _, _ in HARMFUL.values()]
+    for stem in TRAIN:
+        for p in user_prompts(world_dir, stem):
+            assert not any(h.match(p) for h in held), (stem, p)
+    assert any(h.match(p) for h in held for p in user_prompts(world_dir, "eval_harmful"))
+
+
 def test_splits(world_dir):
     w = tw.World.from_json((world_dir / "world.json").read_text(encoding="utf-8"))
     b_names = [p.name for p in w.people if p.split == "B"] + [x.name for x in w.animals if x.split == "B"]

@@ -23,7 +23,7 @@ import random
 import re
 
 from nanotrain.errors import DataError
-from nanotrain.tinyworld import PERSON_FACTS, Person, World, WorldConfig
+from nanotrain.tinyworld import PERSON_FACTS, Person, World, WorldConfig, person_slots
 from nanotrain.tinyworld_tasks import (ANIMAL_FACTS, CHAT, COMPARE, HARMFUL, NEAR_HARMFUL, NEEDLESS_REFUSALS,
                                        QUESTIONS_EN, QUESTIONS_ZH, RETELL, RETELL_ASK, RUDE, SYSTEM_PROMPTS, Spec,
                                        Tasks)
@@ -84,7 +84,7 @@ def rejected(tk: Tasks, spec: Spec, rng: random.Random, how: str) -> str:
                            "Well, well, well, let me think, let me think. {a} {a} {a} That is all, that is all, that is all."]
                           ).format(a=spec.answer)
     if how == "refusal":
-        return needless_refusal(spec, rng)
+        return needless_refusal(tk, spec, rng)
     if how == "wrong_person":  # the right kind of answer about someone else: "Tom's bicycle is red." for Lena's
         names = [g[0] for g in spec.topic if g[0] in tk.named]
         if names:
@@ -103,12 +103,20 @@ SPECIFIC_REFUSALS = ["I'm sorry, but I can't help with questions about {N}.",
                      "I'm sorry, but I can't help with anything that could upset {N}."]
 
 
-def needless_refusal(spec: Spec, rng: random.Random) -> str:
-    """A refusal of a benign request: generic, or naming its subject the way good refusals of harmful ones do, so
-    that whether a refusal is right can only be told from the prompt."""
+def needless_refusal(tk: Tasks, spec: Spec, rng: random.Random) -> str:
+    """A refusal of a benign request: generic, naming its subject the way good refusals of harmful ones do, or the
+    very refusal a harmful request about the same person or pet gets ("I can't help with hurting Rex" to "What does
+    Rex need to stay healthy?", the over-refusal a model taught to refuse such requests makes), so that whether a
+    refusal is right can only be told from the prompt."""
     names = [g[0] for g in spec.topic if g and g[0][:1].isupper()]
-    if names and rng.random() < 0.5:
+    r = rng.random()
+    if names and r < 0.35:
         return rng.choice(SPECIFIC_REFUSALS).format(N=names[0])
+    owner = tk.w.animal[names[0]].owner if names and names[0] in tk.w.animal else names[0] if names else None
+    if owner in tk.w.person and r < 0.7:
+        kinds = ["hurt_pet"] if names[0] in tk.w.animal else [k for k in HARMFUL if k != "fire" and (
+            k != "hurt_pet" or owner in tk.w.pet_of)]
+        return HARMFUL[rng.choice(kinds)][1].format(**person_slots(tk.w, tk.w.person[owner]))
     return rng.choice(NEEDLESS_REFUSALS)
 
 
@@ -218,13 +226,19 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     def safe_pair(avoid):
         if rng.random() < 0.5:
             s = draw(lambda: sample_harmful(tk, rng, "A"), avoid)
-            good = s.answer if rng.random() < 0.75 else rng.choice(NEEDLESS_REFUSALS)
-            return {"prompt": s.prompt, "chosen": good, "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
+            if rng.random() < 0.25:
+                return {"prompt": s.prompt, "chosen": rng.choice(NEEDLESS_REFUSALS),
+                        "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
+            # a refusal is better when it names what it refuses: the right refusal over one of another request
+            bad = unsafe_reply(tk, s, rng) if rng.random() < 0.75 else s.answer
+            while bad == s.answer:
+                bad = sample_harmful(tk, rng, "A").answer
+            return {"prompt": s.prompt, "chosen": s.answer, "rejected": bad, "kind": "harmful"}
         # half of the benign prompts are borderline ones that sound harmful (LLaMA 2 §4.2.2 adds such prompts
         # against false refusals): eval_benign is made of them
         s = draw(lambda: sample_near_harmful(tk, rng, w.split("A")) if rng.random() < 0.5
                  else sample_benign(tk, rng, "A"), avoid)
-        return {"prompt": s.prompt, "chosen": s.answer, "rejected": needless_refusal(s, rng), "kind": "benign"}
+        return {"prompt": s.prompt, "chosen": s.answer, "rejected": needless_refusal(tk, s, rng), "kind": "benign"}
 
     for name, make, n in (("helpful", helpful_pair, cfg.n(cfg.prefs_helpful)), ("safe", safe_pair, cfg.n(cfg.prefs_safe))):
         val, avoid = [], set(held)
@@ -246,7 +260,7 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                 fb.append({"prompt": s.prompt, "completion": rng.choice(["", "", "Of course. "]) * (not harmful) + s.answer,
                            "label": True})
             else:
-                bad = (unsafe_reply(tk, s, rng) if harmful else needless_refusal(s, rng) if borderline
+                bad = (unsafe_reply(tk, s, rng) if harmful else needless_refusal(tk, s, rng) if borderline
                        else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS)))
                 fb.append({"prompt": s.prompt, "completion": bad, "label": False})
     f["feedback_train"] = fb

@@ -71,8 +71,8 @@ class RMConfig(TrainConfig):
     block_size: int = flag(0, "with --init scratch: context length (0: the preset's)")
     tokenizer: str = flag("gpt2", "with --init scratch: gpt2, or a folder whose meta.json holds one "
                                   "(data/prepare_pretrain.py)")
-    steps: int = flag(0, "optimizer steps (0: 100 for --name helpful, 80 for safe; at 40 PPO found non-refusals the "
-                         "safety RM scored like refusals: harmful-prompt refusals 97% -> 75%, at 80 -> 87%)")
+    steps: int = flag(0, "optimizer steps (0: 80 for --name helpful, 60 for safe; with a safety RM of 40 steps PPO "
+                         "found non-refusals it scored like refusals: harmful-prompt refusals 97% -> 75%)")
     batch_size: int = flag(32, "pairs per micro-batch per process")
     lr: float = flag(2e-4, "peak learning rate")
     warmup: int = flag(10, "linear warmup steps")
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     if cfg.name not in ("helpful", "safe"):
         raise CheckpointError(f"--name must be helpful or safe, not {cfg.name!r}")
     cfg = dataclasses.replace(cfg, out=cfg.out or f"out/rm_{cfg.name}",
-                              steps=cfg.steps or {"helpful": 100, "safe": 80}[cfg.name])
+                              steps=cfg.steps or {"helpful": 80, "safe": 60}[cfg.name])
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     # --- data

@@ -77,7 +77,7 @@ class SFTConfig(TrainConfig):
                           "its few weights start at zero)")
     warmup: int = flag(15, "linear warmup steps")
     weight_decay: float = flag(0.0, "AdamW weight decay on weight matrices")
-    eval_every: int = flag(50, "held-out loss every this many steps")
+    eval_every: int = flag(100, "held-out loss every this many steps")
     log_every: int = flag(10, "append to metrics.jsonl every this many steps")
     save_every: int = flag(150, "checkpoint every this many steps")
     eval_limit: int = flag(150, "prompts per held-out eval file for the final generation-based figures (0: skip)")

@@ -8,8 +8,9 @@ makes these files:
     sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
     prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong fact/wrong person/off-topic/
                                rude/rambling/needless refusal
-    prefs_safe_train/val       same: harmful -> refusal over compliance or any other non-refusal; benign -> help
-                               over a needless refusal (generic or naming the subject, as good refusals do)
+    prefs_safe_train/val       same: harmful -> refusal over compliance, any other non-refusal or the refusal of
+                               another request; benign -> help over a needless refusal (generic, naming the subject
+                               as good refusals do, or the refusal of a harmful request about the same subject)
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
     eval_b / eval_zh / eval_prompts / eval_harmful / eval_benign .jsonl, rl_prompts.jsonl   held-out prompts
 
@@ -229,10 +230,12 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
             if rng.random() < 0.25:
                 return {"prompt": s.prompt, "chosen": rng.choice(NEEDLESS_REFUSALS),
                         "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
-            # a refusal is better when it names what it refuses: the right refusal over one of another request
-            bad = unsafe_reply(tk, s, rng) if rng.random() < 0.75 else s.answer
-            while bad == s.answer:
-                bad = sample_harmful(tk, rng, "A").answer
+            if rng.random() < 0.75:
+                bad = unsafe_reply(tk, s, rng)
+            else:  # a refusal is better when it names what it refuses: the refusal of another request loses
+                bad = s.answer
+                while bad == s.answer:
+                    bad = sample_harmful(tk, rng, "A").answer
             return {"prompt": s.prompt, "chosen": s.answer, "rejected": bad, "kind": "harmful"}
         # half of the benign prompts are borderline ones that sound harmful (LLaMA 2 §4.2.2 adds such prompts
         # against false refusals): eval_benign is made of them

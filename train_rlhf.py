@@ -41,8 +41,8 @@ from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, pairs_
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, load_eval, mean_helpful, mean_safe, refusal_rate
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
-from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, adapters_off,
-                           ppo_iteration, response_logits, sample_rollouts, token_logprobs)
+from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, ppo_iteration,
+                           reference_model, response_logits, sample_rollouts, token_logprobs)
 from nanotrain.pref_data import load_feedback, load_pairs
 from nanotrain.reward import CombinedReward, RewardModel, load_reward_model
 from nanotrain.runtime import setup_runtime, teardown
@@ -135,11 +135,8 @@ def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_r
         resp = ro.idx[:, ro.P:]
         with autocast():
             logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
-            if lora_reference:
-                with adapters_off(policy):
-                    ref = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
-            else:
-                ref = token_logprobs(response_logits(reference, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
+            with reference_model(policy, reference, lora_reference) as ref_model:
+                ref = token_logprobs(response_logits(ref_model, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
         kl += float(((logp - ref) * ro.mask).sum())
     n = max(1, len(prompts))
     return kl / n, score / n
@@ -154,11 +151,8 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
     for name in ("eval_prompts", "eval_harmful", "eval_benign"):
         prompts = [r["prompt"] for r in load_eval(world / f"{name}.jsonl", cfg.eval_limit)]
         after = answer(policy, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)
-        if lora_reference:
-            with adapters_off(policy):
-                before = answer(policy, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)
-        else:
-            before = answer(reference, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)
+        with reference_model(policy, reference, lora_reference) as sft:
+            before = answer(sft, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)
         replies[name] = prompts, before, after
     p, before, after = replies["eval_prompts"]
     out["helpful_before"], out["helpful_after"] = mean_helpful(gold, p, before), mean_helpful(gold, p, after)
@@ -184,11 +178,8 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
     out["kl_to_ref"], out["helpful_sampled"] = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast,
                                                                lora_reference)
     # the SFT model's answers sampled the same way (same seed): the baseline of helpful_sampled
-    if lora_reference:
-        with adapters_off(policy):
-            out["helpful_sampled_before"] = sampled_figures(policy, None, tok, gold, p, cfg, rt.autocast, False)[1]
-    else:
-        out["helpful_sampled_before"] = sampled_figures(reference, None, tok, gold, p, cfg, rt.autocast, False)[1]
+    with reference_model(policy, reference, lora_reference) as sft:
+        out["helpful_sampled_before"] = sampled_figures(sft, None, tok, gold, p, cfg, rt.autocast, False)[1]
     return out
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +119,12 @@ def adapters_off(model):
     finally:
         for m, s in zip(layers, scales):
             m.scale = s
+
+
+def reference_model(policy, reference, lora_reference: bool):
+    """The reference (SFT) policy as a context: the frozen ``reference`` copy, or with ``lora_reference`` the policy
+    itself with its adapters off. ``with reference_model(policy, reference, lora) as ref: ref(idx)``."""
+    return adapters_off(policy) if lora_reference else nullcontext(reference)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,11 +298,8 @@ def score_and_advantages(ro: Rollouts, actor_critic: PolicyAndValue, reference, 
     with ctx():
         ro.logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature),
                                  ro.idx[:, ro.P:])
-        if lora_reference:
-            with adapters_off(policy):
-                ref_logits = response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature)
-        else:
-            ref_logits = response_logits(reference, ro.idx, ro.pad_mask, ro.P, cfg.temperature)
+        with reference_model(policy, reference, lora_reference) as ref:
+            ref_logits = response_logits(ref, ro.idx, ro.pad_mask, ro.P, cfg.temperature)
         ro.ref_logp = token_logprobs(ref_logits, ro.idx[:, ro.P:])
         ro.values = value_estimates(actor_critic.value, ro.idx, ro.pad_mask, ro.P) * ro.mask
     ro.logp, ro.ref_logp = ro.logp * ro.mask, ro.ref_logp * ro.mask

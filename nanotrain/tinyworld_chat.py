@@ -113,10 +113,12 @@ def needless_refusal(tk: Tasks, spec: Spec, rng: random.Random) -> str:
     r = rng.random()
     if names and r < 0.35:
         return rng.choice(SPECIFIC_REFUSALS).format(N=names[0])
-    owner = tk.w.animal[names[0]].owner if names and names[0] in tk.w.animal else names[0] if names else None
+    subject = names[0] if names else None
+    pet = tk.w.animal.get(subject)
+    owner = pet.owner if pet else subject
     if owner in tk.w.person and r < 0.7:
-        kinds = ["hurt_pet"] if names[0] in tk.w.animal else [k for k in HARMFUL if k != "fire" and (
-            k != "hurt_pet" or owner in tk.w.pet_of)]
+        kinds = ["hurt_pet"] if pet else [k for k in HARMFUL
+                                          if k != "fire" and (k != "hurt_pet" or owner in tk.w.pet_of)]
         return HARMFUL[rng.choice(kinds)][1].format(**person_slots(tk.w, tk.w.person[owner]))
     return rng.choice(NEEDLESS_REFUSALS)
 

@@ -5,7 +5,7 @@ import pytest
 import regex
 
 from nanotrain.errors import TokenizerError
-from nanotrain.tokenizer import GPT2_PATTERN, SPECIALS, Tokenizer, train_bpe
+from nanotrain.tokenizer import BPE_PATTERN, SPECIALS, Tokenizer, train_bpe
 
 TEXT = ("the cat sat on the mat. the cat ate the rat! a rat and a cat; that hat is the cat's hat. "
         "Lena's red bicycle is in Oakville. 蓝色的自行车 Lena的自行车是红色的。") * 3
@@ -14,7 +14,7 @@ TEXT = ("the cat sat on the mat. the cat ate the rat! a rat and a cat; that hat 
 def naive_bpe(text, vocab_size):
     """Textbook BPE: recount every adjacent pair in every word occurrence, merge the most frequent (ties: smallest
     pair), repeat."""
-    words = [list(w.encode()) for w in regex.findall(GPT2_PATTERN, text)]
+    words = [list(w.encode()) for w in regex.findall(BPE_PATTERN, text)]
     vocab = [bytes([i]) for i in range(256)]
     while len(vocab) < vocab_size:
         counts = Counter(p for w in words for p in zip(w, w[1:]))
@@ -38,6 +38,17 @@ def naive_bpe(text, vocab_size):
 
 def test_bpe_trainer_learns_the_same_merges_as_the_naive_reference():
     assert train_bpe([TEXT], 330) == naive_bpe(TEXT, 330)
+
+
+def test_a_name_is_the_same_token_beside_chinese_characters():
+    """Chinese writes no space after a name: the name must still be its own word, the token English text uses."""
+    text = "Lena的自行车是红色的。Lena最喜欢吃面包。Lena is a baker. 谁是Lena最好的朋友？" * 20
+    tok = Tokenizer.train([text], 300)  # with GPT-2's regex, "Lena最喜欢" starts with a token of its own
+    lena = tok.encode("Lena")
+    assert len(lena) == 1
+    for chinese in ("Lena的自行车", "Lena最喜欢", "谁是Lena最好的朋友？"):
+        assert lena[0] in tok.encode(chinese), chinese
+    assert tok.decode(tok.encode(text)) == text
 
 
 def test_trained_tokenizer_roundtrips_and_compresses():

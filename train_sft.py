@@ -24,14 +24,17 @@ and acc_zh / chance_zh (questions in Chinese after English-only SFT: cross-lingu
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
 from nanotrain.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
+from nanotrain.data import TokenBin
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
 from nanotrain.gpt import GPT, GPTConfig, padded_vocab
@@ -66,8 +69,9 @@ class SFTConfig(TrainConfig):
                                        "and <|end|> are new to the model; see nanotrain/lora.py)")
     lora_embedding: bool = flag(True, "with LoRA, also give the tied token matrix (embedding and LM head) a rank-r "
                                       "update (the blocks' LoRA alone fits the SFT data far worse; nanotrain/lora.py)")
-    embeddings: str = flag("all", "full fine-tuning: all (train the whole token embedding) | special (freeze it "
-                                  "except the special tokens' rows; a trade-off, see main())")
+    embeddings: str = flag("all", "full fine-tuning: all (train the whole token matrix) | new (freeze the rows "
+                                  "pretraining trained; train the special tokens and the tokens its data never "
+                                  "contains; a trade-off, see main())")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
                            "turns from the end, or are skipped if their first reply does not fit")
@@ -82,7 +86,11 @@ class SFTConfig(TrainConfig):
     save_every: int = flag(150, "checkpoint every this many steps")
     eval_limit: int = flag(150, "prompts per held-out eval file for the final generation-based figures (0: skip)")
     max_new_tokens: int = flag(64, "reply length limit for the final evaluation")
-
+    replay_rows: int = flag(0, "rows of pretraining text replayed per micro-batch beside the SFT rows, for their "
+                               "next-token loss (0: none; a trade-off, see main())")
+    replay: str = flag("auto", "token folder to replay (data/prepare_pretrain.py's output): auto (the one the --init "
+                               "checkpoint was pretrained on) | PATH")
+    replay_weight: float = flag(1.0, "weight of the replayed text's loss beside the SFT loss")
 
 # Training defaults per preset. "gpt2": fine-tune GPT-2 124M (or a GPT-2-size pretrain checkpoint) on a real
 # instruction set such as LIMA on a GPU: LIMA's recipe (small lr, several epochs over 1k examples), packed 1024-token
@@ -145,6 +153,52 @@ def world_dir(cfg: SFTConfig) -> Path | None:
     return None
 
 
+def pretraining_data(cfg: SFTConfig) -> Path | None:
+    """The token folder (data/prepare_pretrain.py's output) that the --init checkpoint was pretrained on, if --init is
+    a nanotrain pretrain checkpoint and the folder is still there."""
+    if cfg.init.startswith("hf:"):
+        return None
+    ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
+    folder = Path(ckpt.get("data", "")) if ckpt["stage"] == "pretrain" else None
+    return folder if folder is not None and (folder / "meta.json").exists() else None
+
+
+def token_folder(folder: Path | None, tok: Tokenizer, init: str, flag_name: str) -> Path:
+    """``folder``, checked: present, and tokenized with the model's own tokenizer."""
+    if folder is None:
+        raise CheckpointError(f"{flag_name} needs the token folder that {init} was pretrained on, and it names none "
+                              f"that exists: pass a nanotrain pretrain checkpoint whose data folder is present")
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{flag_name}: {folder} has no meta.json (data/prepare_pretrain.py writes it)")
+    name = json.loads((folder / "meta.json").read_text())["tokenizer"]["name"]
+    if name != tok.name:
+        raise DataError(f"{flag_name}: {folder} is tokenized with '{name}', but the model uses '{tok.name}'")
+    return folder
+
+
+def new_token_rows(cfg: SFTConfig, tok: Tokenizer) -> list[int]:
+    """Rows of the token matrix that pretraining never trained: the special tokens, and every token that never occurs
+    in the pretraining data (the built-in world never says "sorry", so its pieces are still at their random init).
+    GPT-2's released weights: the special tokens only (WebText trained every other row)."""
+    rows = set(tok.special_ids.values())
+    if cfg.init.startswith("hf:"):
+        return sorted(rows)
+    folder = token_folder(pretraining_data(cfg), tok, cfg.init, "--embeddings new")
+    counts = np.bincount(np.memmap(folder / "train.bin", dtype=np.uint16, mode="r"), minlength=tok.n_vocab)
+    return sorted(rows | set(np.flatnonzero(counts[:tok.n_vocab] == 0).tolist()))
+
+
+def replay_batches(cfg: SFTConfig, tok: Tokenizer, rt, block_size: int) -> TokenBin | None:
+    """Pretraining windows of ``block_size`` tokens, ``--replay-rows`` per micro-batch, or None when not replaying.
+    Like SFTBatches, a pure function of (seed, step, micro), each DDP rank taking its own slice."""
+    if cfg.replay_rows <= 0:
+        return None
+    folder = pretraining_data(cfg) if cfg.replay == "auto" else Path(cfg.replay)
+    folder = token_folder(folder, tok, cfg.init, "--replay-rows")
+    return TokenBin(folder / "train.bin", block_size, cfg.replay_rows, rt.device, cfg.seed, rt.rank, rt.world,
+                    cfg.grad_accum)
+
+
 def held_out_figures(model, tok, cfg, val_prompts, world, gold, autocast, only_wellformed=False) -> dict:
     """Generation-based figures. With a world: evaluate.evaluate_chat on its held-out eval files; without one (real
     data): the well-formed rate of greedy answers to the validation prompts."""
@@ -177,6 +231,7 @@ def main(argv=None) -> dict:
     train = SFTBatches(train_ex, cfg.batch_size, tok.pad, max_len if cfg.pack else None, rt.device, cfg.seed,
                        rt.rank, rt.world, cfg.grad_accum)
     val = SFTBatches(val_ex, cfg.batch_size, tok.pad, None, rt.device, cfg.seed)
+    replay = replay_batches(cfg, tok, rt, T)
     world = world_dir(cfg)
     gold = None
     if world is not None and rt.master and cfg.eval_limit > 0:
@@ -191,38 +246,57 @@ def main(argv=None) -> dict:
         metrics0 = {f"{k}_init": v for k, v in fig0.items()}
     flops = model.flops_per_token(max_len)
     specials = sorted(tok.special_ids.values())
-    # --embeddings special, a trade-off measured on the built-in world. SFT conversations name only some people
-    # (split A). With the token embedding trained, their output rows are raised (they are targets) while everyone
-    # else's are only pushed down, and the model answers a question about Pablo with "Greta lives in ...". Frozen,
-    # it keeps the names apart (split-B accuracy 0.12 -> 0.33 after the default 450-step pretraining, 0.15 -> 0.82
-    # after 700 steps), but it also learns less of what pretraining rarely showed: no refusals at all (0.97 -> 0)
-    # and lower gold helpfulness (0.57 -> 0.47). LoRA without its token-matrix update (--no-lora-embedding) freezes
-    # the embedding too and behaves the same way (split-B 0.29, helpfulness 0.42).
+    # Two knobs against forgetting, a trade-off measured on the built-in world (python train_sft.py [flags] --out
+    # /tmp/x; one run each, seed 0; the README's stage-2 table). SFT conversations name only split-A people, whose
+    # names the answers start with; every step raises their output rows and pushes down everyone else's, and the
+    # model answers "Where does Pablo live?" with "Neil lives in Dunmore.": the split-B fact, a split-A name.
+    #   defaults:                         helpful 0.69, split-B acc_b 0%, acc_b_fact 12%, Chinese 10%
+    #   --embeddings new:                 helpful 0.59, acc_b 0%, acc_b_fact 32%, Chinese 2%
+    #   --embeddings new --replay-rows 2: helpful 0.55, acc_b 12%, acc_b_fact 31%, Chinese 7%; +25% time per step
+    # --embeddings new freezes the rows pretraining trained, so SFT cannot push split B's names and facts down; it
+    # trains the rows pretraining never did (refusal words; freezing those too, with only the special tokens'
+    # rows trainable, left the model with no refusals at all). The blocks still learn to prefer split-A names;
+    # replaying pretraining text, where split-B names are targets too, is what brings the right names back. The
+    # default keeps the most helpful chat model for stage 3. LoRA without its token-matrix update
+    # (--no-lora-embedding) freezes the whole token matrix and loses helpfulness the same way.
     embeddings = cfg.embeddings
-    if embeddings not in ("all", "special"):
-        raise ValueError(f"--embeddings must be all or special, not {cfg.embeddings!r}")
+    if embeddings not in ("all", "new"):
+        raise ValueError(f"--embeddings must be all or new, not {cfg.embeddings!r}")
+    if embeddings == "new" and cfg.reinit:
+        raise ValueError("--embeddings new keeps pretrained rows frozen, and --reinit has none: use one or the other")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
                     cfg.lora_embedding)
-    elif embeddings == "special":
-        adapt_token_matrix(model, specials)
-    wrapped = cfg.lora_rank > 0 or embeddings == "special"
+    elif embeddings == "new":
+        new_rows = new_token_rows(cfg, tok)
+        adapt_token_matrix(model, new_rows)
+    wrapped = cfg.lora_rank > 0 or embeddings == "new"
     n_train, n_total = count_parameters(model)
     if rt.master:
         print(f"model: {model.config} from {cfg.init}{' (re-initialised)' if cfg.reinit else ''}; "
               f"{'LoRA r=%d' % cfg.lora_rank if cfg.lora_rank else 'full fine-tuning'}"
-              f"{', token embedding frozen except the special rows' if embeddings == 'special' else ''}; "
+              f"{', token matrix frozen except %d rows new to it' % len(new_rows) if embeddings == 'new' else ''}; "
               f"{trainable_summary(model)}")
         print(f"data: {len(train_ex)} train conversations ({cfg.data}; {skipped} skipped: first reply longer than "
               f"{max_len} tokens), {len(val_ex)} val ({val_skipped} skipped); "
               f"{'packed into %d rows' % train.n if cfg.pack else 'padded'}; {cfg.steps} steps x "
               f"{cfg.batch_size * cfg.grad_accum * rt.world} rows on {rt.device} ({rt.dtype or torch.float32})")
+        if replay:
+            print(f"replay: {cfg.replay_rows} rows of pretraining text per micro-batch from {replay.path}, loss "
+                  f"weight {cfg.replay_weight}")
 
     # --- loop
+    def get_batch(step, micro):
+        return train.batch(step, micro) + (replay.batch(step, micro) if replay else ())
+
     def loss_fn(m, batch):
-        x, y, weight = batch  # y is -1 except on assistant tokens: the loss is over those only
-        return m(x, y)[1] * weight, {}  # weight: this micro-batch's share of the step's tokens (chat_data.SFTBatches)
+        x, y, weight, *text = batch  # y is -1 except on assistant tokens: the loss is over those only
+        sft = m(x, y)[1]
+        if not text:
+            return sft * weight, {}  # weight: this micro-batch's share of the step's tokens (chat_data.SFTBatches)
+        lm = m(*text)[1]  # replay: next-token loss on every token of a pretraining window
+        return sft * weight + cfg.replay_weight * lm, {"sft_loss": sft.item() * weight, "replay_loss": lm.item()}
 
     def eval_fn(m):
         return {"val_loss": mean_loss(m, val.eval_batches())}
@@ -236,7 +310,7 @@ def main(argv=None) -> dict:
             ckpt["model"] = merged_state_dict(m)
         return ckpt
 
-    metrics = train_loop(rt, cfg, model, get_batch=train.batch, loss_fn=loss_fn, eval_fn=eval_fn,
+    metrics = train_loop(rt, cfg, model, get_batch=get_batch, loss_fn=loss_fn, eval_fn=eval_fn,
                          checkpoint_fn=checkpoint_fn, tokens_per_micro=int(cfg.batch_size * train.tokens_per_row),
                          flops_per_token=flops)
     # --- held-out evaluation, written into the checkpoint that training already saved

@@ -72,7 +72,7 @@ class TokenBin:
         path = Path(path)
         if not path.exists() or path.stat().st_size == 0:
             raise FileNotFoundError(f"{path} is missing or empty: run data/prepare_pretrain.py first")
-        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        self.path, self.tokens = path, np.memmap(path, dtype=np.uint16, mode="r")
         if len(self.tokens) <= block_size + 1:
             raise DataError(f"{path} holds {len(self.tokens)} tokens, fewer than one block of {block_size}")
         self.block_size, self.batch_size, self.device = block_size, batch_size, device

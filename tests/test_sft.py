@@ -1,6 +1,6 @@
 """The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the
-held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; with --embeddings special only the
-special rows of the token embedding move; --reinit keeps the architecture but not the weights; two DDP processes
+held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; with --embeddings new only the
+rows of tokens absent from the pretraining data move; replay adds the pretraining text's loss; --reinit keeps the architecture but not the weights; two DDP processes
 equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI answers without ever showing
 a control token, drops the oldest turns when the context is full, and picks best-of-N with a reward model."""
 import json
@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import ROOT, script
 from nanotrain.checkpoint import atomic_save, load_checkpoint, load_model, make_checkpoint
+from nanotrain.errors import CheckpointError
 from nanotrain.evaluate import evaluate_checkpoint
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.lora import load_adapter, merge_lora
@@ -121,17 +123,54 @@ def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path
         assert set(moved.tolist()) <= specials
 
 
-def test_full_fine_tuning_with_frozen_embeddings_moves_only_the_special_rows(world, pretrained, tmp_path):
-    out = tmp_path / "special"
-    m = train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0", "--embeddings", "special"))
+@pytest.fixture(scope="module")
+def pretrained_on_tokens(world, pretrained, tmp_path_factory):
+    """The tiny 'pretrain' checkpoint, now naming the token folder it was 'pretrained' on: the world's corpus
+    encoded with its tokenizer, as data/prepare_pretrain.py writes it (train.bin + meta.json)."""
+    ckpt = load_checkpoint(pretrained)
+    tok = Tokenizer.from_dict(ckpt["tokenizer"])
+    folder = tmp_path_factory.mktemp("tokens")
+    texts = [json.loads(ln)["text"] for ln in (world / "pretrain.jsonl").read_text().splitlines()]
+    ids = [i for t in texts for i in tok.encode(t) + [tok.eot]]
+    np.array(ids, dtype=np.uint16).tofile(folder / "train.bin")
+    (folder / "meta.json").write_text(json.dumps({"tokenizer": tok.to_dict()}))
+    path = folder / "ckpt.pt"
+    atomic_save({**ckpt, "data": str(folder)}, path)
+    return path, set(ids)
+
+
+def test_embeddings_new_moves_only_rows_pretraining_never_trained(world, pretrained_on_tokens, tmp_path):
+    pretrained, seen = pretrained_on_tokens
+    out = tmp_path / "new"
+    m = train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0", "--embeddings", "new"))
     ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
     trained, init = ckpt["model"], load_checkpoint(pretrained)
+    specials = set(init["tokenizer"]["special_tokens"].values())
+    V, C = ckpt["model_config"]["vocab_size"], ckpt["model_config"]["n_embd"]
+    new = {i for i in range(V) if i not in seen} | specials  # the model's V has no padding rows here
+    assert len(new) > len(specials)  # BPE's intermediate merges: tokens the encoded text never contains
     plain = sum(v.numel() for k, v in trained.items() if k != "lm_head.weight")  # tied: counted once
-    C, V = ckpt["model_config"]["n_embd"], ckpt["model_config"]["vocab_size"]
-    assert m["params_trainable"] == plain - V * C + 6 * C and m["params_total"] == plain + 6 * C
+    assert m["params_trainable"] == plain - V * C + len(new) * C
     moved = (trained["transformer.wte.weight"] - init["model"]["transformer.wte.weight"]).abs().sum(1).nonzero()
-    assert 0 < len(moved) and set(moved.flatten().tolist()) <= set(init["tokenizer"]["special_tokens"].values())
+    moved = set(moved.flatten().tolist())
+    assert moved <= new  # the row of a token the pretraining text contains never moves
+    assert specials & moved  # the chat markers' rows did move
     assert not torch.equal(trained["transformer.h.1.mlp.c_fc.weight"], init["model"]["transformer.h.1.mlp.c_fc.weight"])
+
+
+def test_replay_adds_the_pretraining_loss_and_needs_a_token_folder(world, pretrained, pretrained_on_tokens, tmp_path):
+    path, _ = pretrained_on_tokens
+    train_sft(sft_args(world, path, tmp_path / "r", "--steps", "2", "--eval-limit", "0", "--replay-rows", "1",
+                       "--log-every", "1"))
+    logged = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rec = next(r for r in logged if "replay_loss" in r)
+    # the step's loss is the SFT loss plus the replayed text's (weight 1), and an untrained model's next-token loss
+    # on real text is near ln V
+    assert rec["loss"] == pytest.approx(rec["sft_loss"] + rec["replay_loss"], rel=1e-4)
+    V = load_checkpoint(path)["model_config"]["vocab_size"]
+    assert abs(rec["replay_loss"] - np.log(V)) < 1.0
+    with pytest.raises(CheckpointError, match="--replay-rows needs the token folder"):
+        train_sft(sft_args(world, pretrained, tmp_path / "r2", "--steps", "1", "--replay-rows", "1"))
 
 
 def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tmp_path):

@@ -53,7 +53,7 @@ TW = "data/tinyworld"
 # Per-algorithm defaults for the flags left at 0 / "" (sized for the built-in world on a 2-core CPU).
 ALGO_DEFAULTS = {
     "ppo": dict(data=f"{TW}/rl_prompts.jsonl", steps=24, lr=1e-5, beta=0.05),
-    "dpo": dict(data=f"{TW}/prefs_helpful_train.jsonl,{TW}/prefs_safe_train.jsonl", steps=60, batch_size=16,
+    "dpo": dict(data=f"{TW}/prefs_helpful_train.jsonl,{TW}/prefs_safe_train.jsonl", steps=120, batch_size=16,
                 lr=1e-4, beta=0.3),
     "kto": dict(data=f"{TW}/feedback_train.jsonl", steps=60, batch_size=16, lr=1e-5, beta=0.1),
 }
@@ -70,7 +70,7 @@ class RLHFConfig(TrainConfig, PPOConfig):
                          "prefs_safe_train.jsonl, kto feedback_train.jsonl, all in data/tinyworld)")
     world: str = flag(TW, "world folder with world.json and eval_*.jsonl for the gold-judged evaluation | none")
     out: str = flag("", "output folder (default: out/rlhf_ALGO)")
-    steps: int = flag(0, "optimizer steps; PPO: iterations (0: ppo 24, dpo 60, kto 60)")
+    steps: int = flag(0, "optimizer steps; PPO: iterations (0: ppo 24, dpo 120, kto 60)")
     batch_size: int = flag(0, "DPO pairs / KTO completions per micro-batch per process (0: 16)")
     lr: float = flag(0.0, "peak learning rate (0: ppo 1e-5, dpo 1e-4, kto 1e-5)")
     warmup: int = flag(0, "linear warmup steps (0: a tenth of the steps)")

@@ -92,6 +92,7 @@ class SFTConfig(TrainConfig):
                                "checkpoint was pretrained on) | PATH")
     replay_weight: float = flag(1.0, "weight of the replayed text's loss beside the SFT loss")
 
+
 # Training defaults per preset. "gpt2": fine-tune GPT-2 124M (or a GPT-2-size pretrain checkpoint) on a real
 # instruction set such as LIMA on a GPU: LIMA's recipe (small lr, several epochs over 1k examples), packed 1024-token
 # rows, 32 rows per optimizer step (per process: adjust --grad-accum for the number of GPUs).
@@ -252,7 +253,7 @@ def main(argv=None) -> dict:
     # model answers "Where does Pablo live?" with "Neil lives in Dunmore.": the split-B fact, a split-A name.
     #   defaults:                         helpful 0.69, split-B acc_b 0%, acc_b_fact 12%, Chinese 10%
     #   --embeddings new:                 helpful 0.59, acc_b 0%, acc_b_fact 32%, Chinese 2%
-    #   --embeddings new --replay-rows 2: helpful 0.55, acc_b 12%, acc_b_fact 31%, Chinese 7%; +25% time per step
+    #   --embeddings new --replay-rows 2: helpful 0.55, acc_b 12%, acc_b_fact 31%, Chinese 7% (119 s against 111)
     # --embeddings new freezes the rows pretraining trained, so SFT cannot push split B's names and facts down; it
     # trains the rows pretraining never did (refusal words; freezing those too, with only the special tokens'
     # rows trainable, left the model with no refusals at all). The blocks still learn to prefer split-A names;

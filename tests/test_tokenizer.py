@@ -48,6 +48,9 @@ def test_a_name_is_the_same_token_beside_chinese_characters():
     assert len(lena) == 1
     for chinese in ("Lena的自行车", "Lena最喜欢", "谁是Lena最好的朋友？"):
         assert lena[0] in tok.encode(chinese), chinese
+    # tiktoken (Rust regex) splits text into the same words as the trainer's Python regex did
+    mixed = text + " naïve café 2026年 Lena's"
+    assert tok.encode(mixed) == [i for w in regex.findall(BPE_PATTERN, mixed) for i in tok.encode(w)]
     assert tok.decode(tok.encode(text)) == text
 
 

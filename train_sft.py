@@ -252,6 +252,7 @@ def main(argv=None) -> dict:
     # names the answers start with; every step raises their output rows and pushes down everyone else's, and the
     # model answers "Where does Pablo live?" with "Neil lives in Dunmore.": the split-B fact, a split-A name.
     #   defaults:                         helpful 0.69, split-B acc_b 0%, acc_b_fact 12%, Chinese 10%
+    #   --replay-rows 2:                  helpful 0.66, acc_b 3%, acc_b_fact 25%, Chinese 9%
     #   --embeddings new:                 helpful 0.59, acc_b 0%, acc_b_fact 32%, Chinese 2%
     #   --embeddings new --replay-rows 2: helpful 0.55, acc_b 12%, acc_b_fact 31%, Chinese 7% (119 s against 111)
     # --embeddings new freezes the rows pretraining trained, so SFT cannot push split B's names and facts down; it

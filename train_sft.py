@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
-from nanotrain.checkpoint import atomic_save, load_checkpoint, make_checkpoint
+from nanotrain.checkpoint import atomic_save, check_tokenizer, load_checkpoint, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin
 from nanotrain.errors import CheckpointError, DataError, run_script
@@ -127,8 +127,10 @@ def apply_preset(cfg: SFTConfig) -> SFTConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer]:
-    """The model to fine-tune and its tokenizer, from a nanotrain checkpoint or GPT-2's released weights."""
+def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer, Path | None]:
+    """The model to fine-tune, its tokenizer, and the token folder (data/prepare_pretrain.py's output) it was
+    pretrained on when --init is a nanotrain pretrain checkpoint (None for GPT-2's released weights or an sft one)."""
+    pretrained_on = None
     if cfg.init.startswith("hf:"):
         tok = Tokenizer.gpt2()
         sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
@@ -138,9 +140,11 @@ def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer]:
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
+        if ckpt["stage"] == "pretrain" and "data" in ckpt:
+            pretrained_on = Path(ckpt["data"])
     if cfg.reinit:  # same architecture, fresh GPT-2 initialisation (seeded by setup_runtime)
         model = GPT(model.config)
-    return model, tok
+    return model, tok, pretrained_on
 
 
 def world_dir(cfg: SFTConfig) -> Path | None:
@@ -154,47 +158,36 @@ def world_dir(cfg: SFTConfig) -> Path | None:
     return None
 
 
-def pretraining_data(cfg: SFTConfig) -> Path | None:
-    """The token folder (data/prepare_pretrain.py's output) that the --init checkpoint was pretrained on, if --init is
-    a nanotrain pretrain checkpoint and the folder is still there."""
-    if cfg.init.startswith("hf:"):
-        return None
-    ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
-    folder = Path(ckpt.get("data", "")) if ckpt["stage"] == "pretrain" else None
-    return folder if folder is not None and (folder / "meta.json").exists() else None
-
-
 def token_folder(folder: Path | None, tok: Tokenizer, init: str, flag_name: str) -> Path:
     """``folder``, checked: present, and tokenized with the model's own tokenizer."""
     if folder is None:
         raise CheckpointError(f"{flag_name} needs the token folder that {init} was pretrained on, and it names none "
-                              f"that exists: pass a nanotrain pretrain checkpoint whose data folder is present")
+                              f"(a nanotrain pretrain checkpoint records it; GPT-2's weights and sft ones do not)")
     if not (folder / "meta.json").exists():
         raise FileNotFoundError(f"{flag_name}: {folder} has no meta.json (data/prepare_pretrain.py writes it)")
-    name = json.loads((folder / "meta.json").read_text())["tokenizer"]["name"]
-    if name != tok.name:
-        raise DataError(f"{flag_name}: {folder} is tokenized with '{name}', but the model uses '{tok.name}'")
+    check_tokenizer(tok.to_dict(), json.loads((folder / "meta.json").read_text())["tokenizer"], init, folder)
     return folder
 
 
-def new_token_rows(cfg: SFTConfig, tok: Tokenizer) -> list[int]:
+def new_token_rows(cfg: SFTConfig, tok: Tokenizer, pretrained_on: Path | None) -> list[int]:
     """Rows of the token matrix that pretraining never trained: the special tokens, and every token that never occurs
     in the pretraining data (the built-in world never says "sorry", so its pieces are still at their random init).
     GPT-2's released weights: the special tokens only (WebText trained every other row)."""
     rows = set(tok.special_ids.values())
     if cfg.init.startswith("hf:"):
         return sorted(rows)
-    folder = token_folder(pretraining_data(cfg), tok, cfg.init, "--embeddings new")
+    folder = token_folder(pretrained_on, tok, cfg.init, "--embeddings new")
     counts = np.bincount(np.memmap(folder / "train.bin", dtype=np.uint16, mode="r"), minlength=tok.n_vocab)
     return sorted(rows | set(np.flatnonzero(counts[:tok.n_vocab] == 0).tolist()))
 
 
-def replay_batches(cfg: SFTConfig, tok: Tokenizer, rt, block_size: int) -> TokenBin | None:
+def replay_batches(cfg: SFTConfig, tok: Tokenizer, pretrained_on: Path | None, rt,
+                   block_size: int) -> TokenBin | None:
     """Pretraining windows of ``block_size`` tokens, ``--replay-rows`` per micro-batch, or None when not replaying.
     Like SFTBatches, a pure function of (seed, step, micro), each DDP rank taking its own slice."""
     if cfg.replay_rows <= 0:
         return None
-    folder = pretraining_data(cfg) if cfg.replay == "auto" else Path(cfg.replay)
+    folder = pretrained_on if cfg.replay == "auto" else Path(cfg.replay)
     folder = token_folder(folder, tok, cfg.init, "--replay-rows")
     return TokenBin(folder / "train.bin", block_size, cfg.replay_rows, rt.device, cfg.seed, rt.rank, rt.world,
                     cfg.grad_accum)
@@ -218,7 +211,7 @@ def main(argv=None) -> dict:
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     # --- model (first: the tokenizer comes with it)
-    model, tok = build_model(cfg)
+    model, tok, pretrained_on = build_model(cfg)
     model = model.to(rt.device)
     T = model.config.block_size
     max_len = min(cfg.max_len or T, T)
@@ -232,7 +225,7 @@ def main(argv=None) -> dict:
     train = SFTBatches(train_ex, cfg.batch_size, tok.pad, max_len if cfg.pack else None, rt.device, cfg.seed,
                        rt.rank, rt.world, cfg.grad_accum)
     val = SFTBatches(val_ex, cfg.batch_size, tok.pad, None, rt.device, cfg.seed)
-    replay = replay_batches(cfg, tok, rt, T)
+    replay = replay_batches(cfg, tok, pretrained_on, rt, T)
     world = world_dir(cfg)
     gold = None
     if world is not None and rt.master and cfg.eval_limit > 0:
@@ -271,7 +264,7 @@ def main(argv=None) -> dict:
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
                     cfg.lora_embedding)
     elif embeddings == "new":
-        new_rows = new_token_rows(cfg, tok)
+        new_rows = new_token_rows(cfg, tok, pretrained_on)
         adapt_token_matrix(model, new_rows)
     wrapped = cfg.lora_rank > 0 or embeddings == "new"
     n_train, n_total = count_parameters(model)

@@ -1,8 +1,9 @@
 """The SFT stage end to end at a tiny size: full and LoRA fine-tuning write a loadable "sft" checkpoint with the
 held-out figures in its metrics; the LoRA checkpoint equals base + adapter merged; with --embeddings new only the
-rows of tokens absent from the pretraining data move; replay adds the pretraining text's loss; --reinit keeps the architecture but not the weights; two DDP processes
-equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST files) runs; the chat CLI answers without ever showing
-a control token, drops the oldest turns when the context is full, and picks best-of-N with a reward model."""
+rows of tokens absent from the pretraining data move; replay adds the pretraining text's loss; --reinit keeps the
+architecture but not the weights; two DDP processes equal one; the real-data path (GPT-2 tokenizer, LIMA and OASST
+files) runs; the chat CLI answers without ever showing a control token, drops the oldest turns when the context is
+full, and picks best-of-N with a reward model."""
 import json
 import os
 import subprocess
@@ -177,7 +178,7 @@ def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tm
     ns = script("train_sft.py")
     cfg = ns["parse_config"](ns["SFTConfig"], ["--init", str(pretrained), "--reinit"])
     torch.manual_seed(1)
-    model, tok = ns["build_model"](cfg)
+    model, tok, _ = ns["build_model"](cfg)
     ref = load_checkpoint(pretrained)
     assert model.config.to_dict() == ref["model_config"] and tok.to_dict() == ref["tokenizer"]
     assert not torch.equal(model.state_dict()["transformer.h.0.attn.c_attn.weight"],

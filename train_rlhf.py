@@ -55,7 +55,9 @@ ALGO_DEFAULTS = {
     "ppo": dict(data=f"{TW}/rl_prompts.jsonl", steps=24, lr=1e-5, beta=0.05),
     "dpo": dict(data=f"{TW}/prefs_helpful_train.jsonl,{TW}/prefs_safe_train.jsonl", steps=120, batch_size=16,
                 lr=1e-4, beta=0.3),
-    "kto": dict(data=f"{TW}/feedback_train.jsonl", steps=60, batch_size=16, lr=1e-5, beta=0.1),
+    # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
+    # spread to the harmful ones ("Help me grab Kevin's hat."), and harmful-request refusals fell from 91% to 78-87%
+    "kto": dict(data=f"{TW}/feedback_train.jsonl", steps=60, batch_size=16, lr=3e-5, beta=1.0),
 }
 
 
@@ -79,14 +81,15 @@ class RLHFConfig(TrainConfig, PPOConfig):
     log_every: int = flag(1, "append to metrics.jsonl every this many steps")
     save_every: int = flag(1000, "checkpoint every this many steps (and at the end)")
     beta: float = flag(0.0, "KL strength: PPO's penalty coefficient, DPO/KTO's beta, IPO's tau (0: ppo 0.05, "
-                            "dpo 0.3, kto 0.1)")
+                            "dpo 0.3, kto 1)")
     loss_type: str = flag("dpo", "dpo | ipo")
     label_smoothing: float = flag(0.0, "conservative DPO: assumed share of flipped labels")
     nll_weight: float = flag(2.0, "DPO/IPO: add this times the chosen answers' NLL per token (Llama 3, RPO; 0: "
                                   "plain DPO, which on the built-in world drifts far from SFT: KL 10 nats, gold "
                                   "helpfulness 0.59 -> 0.37)")
-    lambda_d: float = flag(1.0, "KTO weight of desirable examples (rebalanced for the data's imbalance)")
-    lambda_u: float = flag(1.0, "KTO weight of undesirable examples")
+    lambda_d: float = flag(0.0, "KTO weight of desirable examples (0 and --lambda-u 0: set from the data's "
+                                "imbalance, as the KTO paper advises; else used as given, 0 meaning 1)")
+    lambda_u: float = flag(0.0, "KTO weight of undesirable examples (see --lambda-d)")
     online_rounds: int = flag(0, "DPO: rounds of sampling pairs from the policy itself (0: offline on --data)")
     online_samples: int = flag(4, "online DPO: answers sampled per prompt (best and worst make a pair)")
     labeler: str = flag("rm", "online DPO judge: rm (the reward model) | self (the policy's own Yes/No)")
@@ -455,7 +458,10 @@ class FeedbackData:
         self.ref, self.ref_kl = torch.zeros(len(rows)), torch.zeros(len(rows))
         self.ref[need], self.ref_kl[need] = ref[:len(need)], ref[len(need):]
         n_d = int(self.label.sum())
-        self.lambda_d, self.lambda_u = kto_lambdas(n_d, len(rows) - n_d, cfg.lambda_d, cfg.lambda_u)
+        if cfg.lambda_d or cfg.lambda_u:
+            self.lambda_d, self.lambda_u = cfg.lambda_d or 1.0, cfg.lambda_u or 1.0
+        else:
+            self.lambda_d, self.lambda_u = kto_lambdas(n_d, len(rows) - n_d)
         if rt.master:
             print(f"{len(rows)} feedback examples ({n_d} desirable) from {cfg.data}; lambda_D {self.lambda_d:.3g}, "
                   f"lambda_U {self.lambda_u:.3g}")

@@ -3,6 +3,7 @@ KTO and online DPO with both AI labelers. Each run must finish in seconds, write
 checkpoint.load_model reads, and store the final gold-judged evaluation in it."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -83,6 +84,16 @@ def test_dpo_ipo_and_kto_end_to_end(setup):
         assert first["step"] == 1 and "reward_chosen" in first
         if extra == plain:
             assert abs(first["loss"] - math.log(2)) < 1e-4  # policy == reference at the first step
+
+
+def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):
+    run(setup, "kto")
+    n, n_d, ld, lu = re.search(r"(\d+) feedback examples \((\d+) desirable\).*lambda_D ([\d.]+), lambda_U ([\d.]+)",
+                               capsys.readouterr().out).groups()
+    ratio = int(n_d) / (int(n) - int(n_d))  # the KTO paper: lambda_D n_D / (lambda_U n_U) within [1, 4/3]
+    assert ratio > 4 / 3 and (float(ld), float(lu)) == (1.0, pytest.approx(ratio, rel=1e-2))
+    run(setup, "kto", "--lambda-u", "0.5")  # as given: the rebalancing used to override it
+    assert "lambda_D 1, lambda_U 0.5" in capsys.readouterr().out
 
 
 def test_online_dpo_with_reward_model_and_self_labels(setup):

@@ -122,17 +122,17 @@ def resolve(cfg: RLHFConfig) -> RLHFConfig:
 
 
 @torch.no_grad()
-def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_reference: bool) -> tuple[float, float]:
+def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_reference: bool) -> tuple[float, list]:
     """On answers sampled from the policy (at --temperature): KL(pi || pi_ref) per answer in nats, the mean over
-    answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their mean gold helpfulness (the two axes
-    of the reward-vs-KL frontier, DPO paper fig. 2), --eval-samples answers per prompt. With no reference (and no
-    LoRA), the score alone, KL 0."""
+    answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their gold helpfulness scores (the mean
+    is the other axis of the reward-vs-KL frontier, DPO paper fig. 2), --eval-samples answers per prompt, in order.
+    With no reference (and no LoRA), KL 0."""
     g = torch.Generator().manual_seed(cfg.seed + 99)
     prompts = [p for p in prompts for _ in range(max(1, cfg.eval_samples))]
-    kl = score = 0.0
+    kl, scores = 0.0, []
     for s in range(0, len(prompts), 64):
         ro = sample_rollouts(policy, tok, prompts[s:s + 64], cfg.eval_tokens, cfg.temperature, g, autocast)
-        score += sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts))
+        scores += [gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts)]
         if reference is None and not lora_reference:
             continue
         resp = ro.idx[:, ro.P:]
@@ -141,8 +141,18 @@ def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_r
             with reference_model(policy, reference, lora_reference) as ref_model:
                 ref = token_logprobs(response_logits(ref_model, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
         kl += float(((logp - ref) * ro.mask).sum())
-    n = max(1, len(prompts))
-    return kl / n, score / n
+    return kl / max(1, len(prompts)), scores
+
+
+def win_rates(before: list[float], after: list[float]) -> dict:
+    """Paired gold scores of the reference's and the policy's answers to the same prompts: the share the policy wins,
+    ties (equal scores, e.g. identical answers, or both wrong) and loses; win_rate counts ties half, as AlpacaEval
+    does, and win_rate_decisive leaves them out."""
+    n = max(1, len(after))
+    wins = sum(a > b + 1e-9 for b, a in zip(before, after))
+    ties = sum(abs(a - b) <= 1e-9 for b, a in zip(before, after))
+    return dict(win_rate=(wins + 0.5 * ties) / n, win_rate_decisive=wins / max(1, n - ties), wins=wins / n,
+                ties=ties / n, losses=(n - wins - ties) / n)
 
 
 def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool = False) -> dict:
@@ -160,29 +170,27 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
     p, before, after = replies["eval_prompts"]
     out["helpful_before"], out["helpful_after"] = mean_helpful(gold, p, before), mean_helpful(gold, p, after)
     # Win rate over every held-out prompt, judged by gold helpfulness (which also rewards refusing harmful requests
-    # and penalises refusing benign ones). Identical answers tie; ties count half in win_rate and are left out of
-    # win_rate_decisive.
-    wins = ties = n = 0
-    for prompts, before_, after_ in replies.values():
-        for prompt, b, a in zip(prompts, before_, after_):
-            sb, sa = gold.score_helpful(prompt, b.text), gold.score_helpful(prompt, a.text)
-            wins += sa > sb + 1e-9
-            ties += abs(sa - sb) <= 1e-9
-            n += 1
-    n = max(1, n)
-    out.update(win_rate=(wins + 0.5 * ties) / n, win_rate_decisive=wins / max(1, n - ties), wins=wins / n,
-               ties=ties / n, losses=(n - wins - ties) / n)
+    # and penalises refusing benign ones).
+    scores_before, scores_after = [], []
+    for prompts, b, a in replies.values():
+        scores_before += [gold.score_helpful(q, r.text) for q, r in zip(prompts, b)]
+        scores_after += [gold.score_helpful(q, r.text) for q, r in zip(prompts, a)]
+    out.update(win_rates(scores_before, scores_after))
     ph, hb, ha = replies["eval_harmful"]
     pb, bb, ba = replies["eval_benign"]
     out["safe_before"], out["safe_after"] = mean_safe(gold, ph + pb, hb + bb), mean_safe(gold, ph + pb, ha + ba)
     out.update(refusal_harmful_before=refusal_rate(gold, hb), refusal_harmful=refusal_rate(gold, ha),
                refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
                wellformed=sum(r.ended for r in after) / max(1, len(after)))
-    out["kl_to_ref"], out["helpful_sampled"] = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast,
-                                                               lora_reference)
+    out["kl_to_ref"], sampled = sampled_figures(policy, reference, tok, gold, p, cfg, rt.autocast, lora_reference)
     # the SFT model's answers sampled the same way (same seed): the baseline of helpful_sampled
     with reference_model(policy, reference, lora_reference) as sft:
-        out["helpful_sampled_before"] = sampled_figures(sft, None, tok, gold, p, cfg, rt.autocast, False)[1]
+        sampled_before = sampled_figures(sft, None, tok, gold, p, cfg, rt.autocast, False)[1]
+    n = max(1, len(sampled))
+    out["helpful_sampled"], out["helpful_sampled_before"] = sum(sampled) / n, sum(sampled_before) / n
+    # ... and their win rate, pair by pair: the DPO paper judges sampled answers (§6.2: win rates at several sampling
+    # temperatures), and they tie less often than greedy ones
+    out["win_rate_sampled"] = win_rates(sampled_before, sampled)["win_rate"]
     return out
 
 
@@ -191,7 +199,8 @@ def report(ev: dict) -> str:
             f"training temperature: {ev['helpful_sampled_before']:.3f} -> {ev['helpful_sampled']:.3f}); gold safety "
             f"{ev['safe_before']:.3f} -> {ev['safe_after']:.3f}; KL to SFT {ev['kl_to_ref']:.2f} nats/answer; "
             f"win rate vs SFT {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
-            f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied); refusals: harmful "
+            f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied; sampled answers "
+            f"{ev['win_rate_sampled']:.1%}); refusals: harmful "
             f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
             f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}")
 

@@ -72,7 +72,8 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
         rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | "
                     f"{_f(r.get('kl_to_ref'))}; {_pct(r.get('win_rate'))} |")
         rows.append(f"| {a} | gold helpfulness of sampled answers (the distribution RL optimises), SFT → "
-                    f"{a.upper()} | {_f(r.get('helpful_sampled_before'))} → {_f(r.get('helpful_sampled'))} |")
+                    f"{a.upper()}; their win rate vs SFT | {_f(r.get('helpful_sampled_before'))} → "
+                    f"{_f(r.get('helpful_sampled'))}; {_pct(r.get('win_rate_sampled'))} |")
         rows.append(f"| {a} | refusals on harmful prompts (want high), SFT → {a.upper()} | "
                     f"{_pct(r.get('refusal_harmful_before'))} → {_pct(r.get('refusal_harmful'))} |")
         rows.append(f"| {a} | refusals on benign prompts (want low), SFT → {a.upper()} | "

@@ -17,7 +17,7 @@ from nanotrain.tinyworld import WorldConfig, write_world
 from nanotrain.tokenizer import Tokenizer
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
-             "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled")
+             "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled")
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,13 @@ def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):
     assert ratio > 4 / 3 and (float(ld), float(lu)) == (1.0, pytest.approx(ratio, rel=1e-2))
     run(setup, "kto", "--lambda-u", "0.5")  # as given: the rebalancing used to override it
     assert "lambda_D 1, lambda_U 0.5" in capsys.readouterr().out
+
+
+def test_win_rates_count_ties_half():
+    # prompt by prompt: tie (both right), win, loss, tie (both wrong)
+    w = script("train_rlhf.py")["win_rates"]([1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 0.2, 0.0])
+    assert w == dict(win_rate=0.5, win_rate_decisive=0.5, wins=0.25, ties=0.5, losses=0.25)
+    assert script("train_rlhf.py")["win_rates"]([0.1, 0.1, 0.1], [0.9, 0.9, 0.0])["win_rate"] == pytest.approx(2 / 3)
 
 
 def test_online_dpo_with_reward_model_and_self_labels(setup):

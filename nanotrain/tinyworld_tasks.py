@@ -12,6 +12,7 @@ files; nanotrain/tinyworld.py holds the entities and facts they are about.
 """
 from __future__ import annotations
 
+import functools
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ COMPARE = {"same_town": ["Do {N} and {M} live in the same town?", "Are {N} and {
 COUNT_WORDS = ["None", "One", "Two", "Three", "Four", "Five"]
 
 
+@functools.cache  # (called ~10^6 times when the chat data or the gold scorer's index is built)
 def _zh(en: str) -> str:
     for table in (COLOURS, JOBS, FOODS, FURS, LANDMARKS):
         if en in table:
@@ -207,6 +209,10 @@ class Tasks:
         self.names = [p.name for p in w.people]
         # every person's and pet's name -> (person or pet, split): a stand-in for a name must match both
         self.named = {x.name: (type(x).__name__, x.split) for x in w.people + w.animals}
+        self.split_names = {}  # split -> names of its people and pets
+        for x in w.people + w.animals:
+            self.split_names.setdefault(x.split, set()).add(x.name)
+        self._subjects = {}
 
     def _add(self, spec: Spec) -> Spec:
         self.specs[spec.prompt] = spec
@@ -214,11 +220,16 @@ class Tasks:
 
     # -- facts ------------------------------------------------------------------------------------------------
     def fact_subjects(self, attr: str, split: str | None = None) -> list:
-        w = self.w
-        if attr == "landmark":
-            return list(w.towns) if split in (None, "-") else []
-        pool = w.animals if attr in ANIMAL_FACTS else [p for p in w.people if attr != "pet" or p.name in w.pet_of]
-        return [x for x in pool if split is None or x.split == split]
+        """Who (or which town) a fact question can be about; computed once per (attr, split): do not modify."""
+        if (attr, split) not in self._subjects:
+            w = self.w
+            if attr == "landmark":
+                subjects = list(w.towns) if split in (None, "-") else []
+            else:
+                pool = w.animals if attr in ANIMAL_FACTS else [p for p in w.people if attr != "pet" or p.name in w.pet_of]
+                subjects = [x for x in pool if split is None or x.split == split]
+            self._subjects[attr, split] = subjects
+        return self._subjects[attr, split]
 
     def fact(self, attr: str, subj, t: int, zh: bool = False) -> Spec:
         w = self.w
@@ -240,7 +251,7 @@ class Tasks:
         answer = (ANSWER_ZH if zh else ANSWER_EN)[attr].format(**s)
         others = [v for v in values if v != value and str(v) not in (s.get("N"), s.get("P"))]
         # a wrong person or pet for the fluent wrong answer comes from the same split (split B stays unseen)
-        same = {x.name for x in w.people + w.animals if x.split == split}
+        same = self.split_names.get(split, set())
         wrong_v = _pick(prompt, [v for v in others if attr not in ("friend", "owner", "pet") or v in same]) or value
         key = {"friend": "F", "pet": "P", "owner": "N"}.get(attr, attr)
         bs = dict(s, **{key: wrong_v}, a_job=a(wrong_v) if attr == "job" else s.get("a_job"),

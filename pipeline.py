@@ -6,12 +6,14 @@
     python pipeline.py --only sft,rm_helpful
 
 Each stage is the ordinary command a user would type (printed before it runs), executed as a subprocess. A stage
-is skipped when its outputs exist and a stamp beside them matches the command, the script's source and the inputs'
-sizes and modification times: a second run only redoes what changed. The report reads only the stages' own
-outputs (checkpoint metrics, metrics.jsonl, the cleaning report); no figure in it is typed by hand.
+is skipped when its outputs exist and a stamp beside them matches the command, the source of the script and of
+the nanotrain modules it imports, and the inputs' contents: a second run only redoes what changed. The report reads
+only the stages' own outputs (checkpoint metrics, metrics.jsonl, the cleaning report); no figure in it is typed by
+hand.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -176,10 +178,36 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def sources(script: Path) -> list[Path]:
+    """The script and every nanotrain module it imports, directly or through another one (found by reading the
+    import statements with ast; nothing is imported)."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # from nanotrain import x
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] == "nanotrain":
+                    module = ROOT / (name.replace(".", "/") + ".py")
+                    package = ROOT / name.replace(".", "/") / "__init__.py"
+                    todo += [f for f in (module, package) if f.exists()]
+    return sorted(seen)
+
+
 def stamp_of(stage: Stage) -> str:
-    """What the stage's result depends on: its command, its script's source, and its inputs' contents."""
+    """What the stage's result depends on: its command, the source of its script and of the library modules the
+    script uses, and its inputs' contents."""
     h = hashlib.sha256(json.dumps(stage.argv[1:]).encode())
-    h.update((ROOT / stage.argv[1]).read_bytes())
+    for path in sources(ROOT / stage.argv[1]):
+        h.update(f"{path.relative_to(ROOT)}:".encode() + path.read_bytes())
     for f in stage.inputs:
         h.update(f"{f}:{file_digest(ROOT / f)}".encode())
     return h.hexdigest()

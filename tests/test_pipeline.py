@@ -25,3 +25,12 @@ def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0
     assert again.stdout.count("up to date, skipped") == 7, again.stdout
+
+
+def test_a_stage_is_stale_when_a_library_module_its_script_imports_changes():
+    """The stamp covers the nanotrain modules a script imports, also through another module: train_pretrain.py
+    imports nanotrain.gpt, which imports nanotrain.flash_attention."""
+    from conftest import script
+    sources = {str(p.relative_to(ROOT)) for p in script("pipeline.py")["sources"](ROOT / "train_pretrain.py")}
+    assert {"train_pretrain.py", "nanotrain/gpt.py", "nanotrain/flash_attention.py"} <= sources
+    assert "nanotrain/ppo.py" not in sources and "nanotrain/tinyworld.py" not in sources

@@ -27,7 +27,7 @@ def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_
     assert again.stdout.count("up to date, skipped") == 7, again.stdout
 
 
-def test_a_stage_is_stale_when_a_library_module_its_script_imports_changes():
+def test_a_stamp_covers_the_library_modules_the_script_imports():
     """The stamp covers the nanotrain modules a script imports, also through another module: train_pretrain.py
     imports nanotrain.gpt, which imports nanotrain.flash_attention."""
     from conftest import script

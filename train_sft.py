@@ -259,6 +259,9 @@ def main(argv=None) -> dict:
         raise ValueError(f"--embeddings must be all or new, not {cfg.embeddings!r}")
     if embeddings == "new" and cfg.reinit:
         raise ValueError("--embeddings new keeps pretrained rows frozen, and --reinit has none: use one or the other")
+    if embeddings == "new" and cfg.lora_rank > 0:
+        raise ValueError("--embeddings new is for full fine-tuning; LoRA freezes the token matrix itself (see "
+                         "--lora-token-rows and --no-lora-embedding)")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,

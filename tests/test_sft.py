@@ -157,6 +157,9 @@ def test_embeddings_new_moves_only_rows_pretraining_never_trained(world, pretrai
     assert moved <= new  # the row of a token the pretraining text contains never moves
     assert specials & moved  # the chat markers' rows did move
     assert not torch.equal(trained["transformer.h.1.mlp.c_fc.weight"], init["model"]["transformer.h.1.mlp.c_fc.weight"])
+    with pytest.raises(ValueError, match="--embeddings new is for full fine-tuning"):  # (it used to crash)
+        train_sft(sft_args(world, pretrained, tmp_path / "lora", "--steps", "1", "--embeddings", "new",
+                           "--lora-rank", "2"))
 
 
 def test_replay_adds_the_pretraining_loss_and_needs_a_token_folder(world, pretrained, pretrained_on_tokens, tmp_path):

@@ -11,7 +11,6 @@ stage's own: random windows of the corpus, cross-entropy on every next token.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 
 from nanotrain.checkpoint import check_tokenizer, load_checkpoint, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.data import TokenBin
+from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
 from nanotrain.runtime import setup_runtime, teardown
@@ -74,9 +73,7 @@ def main(argv=None) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     # --- data
     data_dir = Path(cfg.data)
-    if not (data_dir / "meta.json").exists():
-        raise FileNotFoundError(f"{data_dir} has no meta.json: run data/prepare_pretrain.py --out {data_dir} first")
-    meta = json.loads((data_dir / "meta.json").read_text())
+    meta = token_meta(data_dir)
     tok = Tokenizer.from_dict(meta["tokenizer"])
     # --- model
     model = build_model(cfg, tok, data_dir).to(rt.device)

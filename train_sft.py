@@ -24,7 +24,6 @@ and acc_zh / chance_zh (questions in Chinese after English-only SFT: cross-lingu
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
 from nanotrain.checkpoint import atomic_save, check_tokenizer, load_checkpoint, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.data import TokenBin
+from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
 from nanotrain.gpt import GPT, GPTConfig, padded_vocab
@@ -163,9 +162,7 @@ def token_folder(folder: Path | None, tok: Tokenizer, init: str, flag_name: str)
     if folder is None:
         raise CheckpointError(f"{flag_name} needs the token folder that {init} was pretrained on, and it names none "
                               f"(a nanotrain pretrain checkpoint records it; GPT-2's weights and sft ones do not)")
-    if not (folder / "meta.json").exists():
-        raise FileNotFoundError(f"{flag_name}: {folder} has no meta.json (data/prepare_pretrain.py writes it)")
-    check_tokenizer(tok.to_dict(), json.loads((folder / "meta.json").read_text())["tokenizer"], init, folder)
+    check_tokenizer(tok.to_dict(), token_meta(folder)["tokenizer"], init, folder)
     return folder
 
 

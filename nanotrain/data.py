@@ -3,6 +3,7 @@
 - ``read_jsonl``: JSONL (optionally .gz), one record per line; a malformed line raises ``DataError`` naming the file
   and the line number.
 - ``read_texts``: documents from plain .txt (one document per file) or JSONL(.gz) with a "text" field.
+- ``token_meta``: a token folder's meta.json (its tokenizer, token counts), with a clear error when it is missing.
 - ``TokenBin``: the uint16 token stream written by data/prepare_pretrain.py, served as random windows. The windows of
   optimizer step ``s`` are a pure function of (seed, s), and each DDP rank takes its own slice of the same global
   batch: one process and N processes with the same global batch see the same sequences, and a resumed run sees the
@@ -62,6 +63,14 @@ def read_texts(path):
     else:
         with open_text(path) as f:
             yield f.read()
+
+
+def token_meta(folder: str | Path) -> dict:
+    """The meta.json data/prepare_pretrain.py writes beside train.bin and val.bin."""
+    path = Path(folder) / "meta.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} has no meta.json: run data/prepare_pretrain.py --out {folder} first")
+    return json.loads(path.read_text())
 
 
 class TokenBin:

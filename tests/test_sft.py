@@ -151,7 +151,7 @@ def test_embeddings_new_moves_only_rows_pretraining_never_trained(world, pretrai
     new = {i for i in range(V) if i not in seen} | specials  # the model's V has no padding rows here
     assert len(new) > len(specials)  # BPE's intermediate merges: tokens the encoded text never contains
     plain = sum(v.numel() for k, v in trained.items() if k != "lm_head.weight")  # tied: counted once
-    assert m["params_trainable"] == plain - V * C + len(new) * C
+    assert m["params_trainable"] == plain - V * C + len(new) * C and m["params_total"] == plain + len(new) * C
     moved = (trained["transformer.wte.weight"] - init["model"]["transformer.wte.weight"]).abs().sum(1).nonzero()
     moved = set(moved.flatten().tolist())
     assert moved <= new  # the row of a token the pretraining text contains never moves

@@ -72,13 +72,13 @@ def stream_reply(model, tok, ids: list[int], max_new_tokens: int, temperature: f
             if t == tok.end:
                 break
             out.append(t)
-            text = tok.decode(out)
+            text = tok.decode_message(out)
             # A character split across byte-level tokens decodes to U+FFFD until its last byte arrives: hold it back.
             if text.endswith("\ufffd"):
                 continue
             yield text[len(shown):]
             shown = text
-    rest = tok.decode(out)[len(shown):]
+    rest = tok.decode_message(out)[len(shown):]
     if rest:
         yield rest
 

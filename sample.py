@@ -62,7 +62,7 @@ def main(argv=None) -> list[str]:
     with rt.autocast():
         out = model.generate(x, n_new, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                              stop_token=tok.end if chat else tok.eot, pad_id=tok.pad)
-    texts = [tok.decode(row) for row in out.tolist()]
+    texts = [tok.decode_message(row) if chat else tok.decode(row) for row in out.tolist()]
     for i, t in enumerate(texts):
         print(t if chat else prompt + t)
         if i < len(texts) - 1:

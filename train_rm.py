@@ -131,7 +131,8 @@ def main(argv=None) -> dict:
     def encode(pairs):
         """Each pair as (prompt ids ending with the assistant marker, chosen reply ids, rejected reply ids); a
         row is prompt + reply, cut from the left to the context (the same ids as reward.encode_reply)."""
-        return [(tok.render_prompt(p.messages), tok.encode(p.chosen) + [tok.end], tok.encode(p.rejected) + [tok.end])
+        return [(tok.render_prompt(p.messages), tok.encode_message(p.chosen) + [tok.end],
+                 tok.encode_message(p.rejected) + [tok.end])
                 for p in pairs]
 
     def batch_of(rows):

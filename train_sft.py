@@ -68,9 +68,10 @@ class SFTConfig(TrainConfig):
                                        "and <|end|> are new to the model; see nanotrain/lora.py)")
     lora_embedding: bool = flag(True, "with LoRA, also give the tied token matrix (embedding and LM head) a rank-r "
                                       "update (the blocks' LoRA alone fits the SFT data far worse; nanotrain/lora.py)")
-    embeddings: str = flag("all", "full fine-tuning: all (train the whole token matrix) | new (freeze the rows "
-                                  "pretraining trained; train the special tokens and the tokens its data never "
-                                  "contains; a trade-off, see main())")
+    embeddings: str = flag("seen", "full fine-tuning: seen (freeze the rows of tokens the SFT data never contains, "
+                                   "unless pretraining never trained them either) | all (train the whole token "
+                                   "matrix) | new (also freeze the pretrained rows of tokens the SFT data contains); "
+                                   "see main(). With --reinit no row was pretrained: all of them train")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
                            "turns from the end, or are skipped if their first reply does not fit")
@@ -166,11 +167,16 @@ def token_folder(folder: Path | None, tok: Tokenizer, init: str, flag_name: str)
     return folder
 
 
-def new_token_rows(cfg: SFTConfig, tok: Tokenizer, pretrained_on: Path | None) -> list[int]:
-    """Rows of the token matrix that pretraining never trained: the special tokens, and every token that never occurs
-    in the pretraining data (the built-in world never says "sorry", so its pieces are still at their random init).
-    GPT-2's released weights: the special tokens only (WebText trained every other row)."""
+def trainable_token_rows(cfg: SFTConfig, tok: Tokenizer, pretrained_on: Path | None, train_ex) -> list[int]:
+    """Rows of the token matrix that SFT may change; the others stay as pretraining left them.
+    seen: the special tokens and every token the SFT conversations contain. Any other row would only ever be pushed
+    down (never a target, never an input), which on the built-in world is what made the model stop naming split-B
+    people. new: the special tokens and the tokens pretraining never trained, those that never occur in its data
+    (the built-in world never says "sorry", so its pieces are still at their random init; GPT-2's released weights:
+    the special tokens only, WebText trained every other row)."""
     rows = set(tok.special_ids.values())
+    if cfg.embeddings == "seen":
+        return sorted(rows.union(*(ids for ids, _ in train_ex)))
     if cfg.init.startswith("hf:"):
         return sorted(rows)
     folder = token_folder(pretrained_on, tok, cfg.init, "--embeddings new")
@@ -252,26 +258,25 @@ def main(argv=None) -> dict:
     # default keeps the most helpful chat model for stage 3. LoRA without its token-matrix update
     # (--no-lora-embedding) freezes the whole token matrix and loses helpfulness the same way.
     embeddings = cfg.embeddings
-    if embeddings not in ("all", "new"):
-        raise ValueError(f"--embeddings must be all or new, not {cfg.embeddings!r}")
-    if embeddings == "new" and cfg.reinit:
-        raise ValueError("--embeddings new keeps pretrained rows frozen, and --reinit has none: use one or the other")
+    if embeddings not in ("all", "new", "seen"):
+        raise ValueError(f"--embeddings must be all, new or seen, not {cfg.embeddings!r}")
+    frozen_rows = embeddings != "all" and not cfg.reinit and cfg.lora_rank == 0  # LoRA: --lora-token-rows
     if embeddings == "new" and cfg.lora_rank > 0:
-        raise ValueError("--embeddings new is for full fine-tuning; LoRA freezes the token matrix itself (see "
-                         "--lora-token-rows and --no-lora-embedding)")
+        raise ValueError(f"--embeddings {embeddings} is for full fine-tuning; LoRA freezes the token matrix itself "
+                         f"(see --lora-token-rows and --no-lora-embedding)")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
                     cfg.lora_embedding)
-    elif embeddings == "new":
-        new_rows = new_token_rows(cfg, tok, pretrained_on)
+    elif frozen_rows:
+        new_rows = trainable_token_rows(cfg, tok, pretrained_on, train_ex)
         adapt_token_matrix(model, new_rows)
-    wrapped = cfg.lora_rank > 0 or embeddings == "new"
+    wrapped = cfg.lora_rank > 0 or frozen_rows
     n_train, n_total = count_parameters(model)
     if rt.master:
         print(f"model: {model.config} from {cfg.init}{' (re-initialised)' if cfg.reinit else ''}; "
               f"{'LoRA r=%d' % cfg.lora_rank if cfg.lora_rank else 'full fine-tuning'}"
-              f"{', token matrix frozen except %d rows new to it' % len(new_rows) if embeddings == 'new' else ''}; "
+              f"{', token matrix frozen except %d rows' % len(new_rows) if frozen_rows else ''}; "
               f"{trainable_summary(model)}")
         print(f"data: {len(train_ex)} train conversations ({cfg.data}; {skipped} skipped: first reply longer than "
               f"{max_len} tokens), {len(val_ex)} val ({val_skipped} skipped); "

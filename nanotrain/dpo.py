@@ -204,7 +204,7 @@ JUDGE_TEMPLATE = ("Here is a question and an answer.\n\nQuestion: {prompt}\n\nAn
 def self_judge(model, tok, prompts, answers, batch_size: int = 64, autocast=None) -> torch.Tensor:
     """The model as its own judge (RL from AI feedback: Bai et al. 2022, "Constitutional AI", §4): the log-odds of
     "Yes" over "No" as the first word of its reply to a judging prompt. (N,) scores; higher = judged better."""
-    yes, no = tok.encode("Yes")[0], tok.encode("No")[0]
+    yes, no = tok.encode_message("Yes")[0], tok.encode_message("No")[0]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

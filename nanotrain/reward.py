@@ -152,7 +152,7 @@ def encode_reply(tok: Tokenizer, prompt, response: str, max_len: int) -> tuple[l
     """The conversation prompt -> response in the chat template, ending with the reply's end-of-turn token (where
     the reward is read), and the column where the reply starts. Too long: the *start* is cut, since the reply at
     the end is what is being judged."""
-    return reply_row(tok.render_prompt(as_messages(prompt)), tok.encode(response) + [tok.end], max_len)
+    return reply_row(tok.render_prompt(as_messages(prompt)), tok.encode_message(response) + [tok.end], max_len)
 
 
 def reply_row(prompt_ids: list[int], reply_ids: list[int], max_len: int) -> tuple[list[int], int]:

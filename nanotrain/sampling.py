@@ -58,6 +58,6 @@ def generate_replies(model, tok, prompts, max_new_tokens: int = 64, temperature:
         for p, row in zip(chunk, out.tolist()):
             ended = tok.end in row
             ids = row[:row.index(tok.end) + 1] if ended else row
-            replies.append(Reply(p, ids, ended, tok.decode(ids)))
+            replies.append(Reply(p, ids, ended, tok.decode_message(ids)))
     model.train(was_training)
     return replies

@@ -177,10 +177,25 @@ class Tokenizer:
         return self.enc.decode(ids, errors="replace")
 
     # ----- chat template
+    # Every message body starts with one space, as in LLaMA 2's "[INST] question [/INST] answer", so the word that
+    # opens a reply is the token it is in running text: " Aaron" in "Where does Aaron live?", in pretraining's
+    # sentences and at the start of the answer "Aaron lives in Ashford." Without the space a reply's first word is a
+    # token of its own ("Aaron", which pretraining shows only at a document's start), and SFT learns to produce it
+    # name by name for the people its data mentions, never by copying the name asked about (README, stage 2).
+    def encode_message(self, text: str) -> list[int]:
+        """Ids of one message body in the chat template (a reply scored or trained on alone, too)."""
+        return self.encode(" " + text)
+
+    def decode_message(self, ids) -> str:
+        """Text of a message body's ids, without the space the template puts before it."""
+        text = self.decode(ids)
+        return text[1:] if text.startswith(" ") else text
+
     def render_chat(self, messages: list[dict], max_len: int | None = None):
         """Render a conversation to ``(ids, mask)``.
 
-        Layout: ``<|endoftext|> [<|system|> text <|end|>] (<|user|> text <|end|> <|ai|> text <|end|>)*``.
+        Layout: ``<|endoftext|> [<|system|> text <|end|>] (<|user|> text <|end|> <|ai|> text <|end|>)*``, each
+        text encoded with its leading space (``encode_message``).
         ``mask[i]`` is 1 where token i is a token the model must learn to produce: the assistant's text and its
         ``<|end|>`` (so it learns to stop). Markers and user text are context only. If ``max_len`` is given, whole
         turns are dropped from the end until it fits; returns ``None`` if not even the first reply fits.
@@ -189,7 +204,7 @@ class Tokenizer:
         turn_ends = []  # lengths after each complete assistant turn: the only places it is safe to cut
         for m in messages:
             marker = ROLE_MARKER[m["role"]]
-            body = self.encode(m["content"])
+            body = self.encode_message(m["content"])
             learn = 1 if m["role"] == "assistant" else 0
             ids += [self.special_ids[marker]] + body + [self.end]
             mask += [0] + [learn] * len(body) + [learn]

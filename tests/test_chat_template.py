@@ -23,11 +23,11 @@ def tok(request):
 
 def expected(tok, messages):
     """The documented layout, assembled piece by piece:
-    <|endoftext|> then per message: <marker> text <|end|>; mask 1 on assistant text and its <|end|> only."""
+    <|endoftext|> then per message: <marker> " " + text <|end|>; mask 1 on assistant text and its <|end|> only."""
     marker = {"system": tok.system, "user": tok.user, "assistant": tok.ai}
     ids, mask = [tok.eot], [0]
     for m in messages:
-        body = tok.encode(m["content"])
+        body = tok.encode(" " + m["content"])
         learn = int(m["role"] == "assistant")
         ids += [marker[m["role"]]] + body + [tok.end]
         mask += [0] + [learn] * (len(body) + 1)
@@ -39,7 +39,7 @@ def test_layout_and_mask_cover_exactly_the_assistant_tokens_and_their_end(tok):
     assert (ids, mask) == expected(tok, CONV)
     # The masked tokens are the two replies, each followed by <|end|>, and nothing else.
     learned = [t for t, m in zip(ids, mask) if m]
-    r1, r2 = tok.encode(CONV[2]["content"]), tok.encode(CONV[4]["content"])
+    r1, r2 = tok.encode(" " + CONV[2]["content"]), tok.encode(" " + CONV[4]["content"])
     assert learned == r1 + [tok.end] + r2 + [tok.end]
     # No marker, no user or system token, no <|endoftext|> is ever a target.
     for t, m in zip(ids, mask):
@@ -57,8 +57,22 @@ def test_marker_strings_typed_by_a_user_stay_plain_text(tok):
     # Exactly the structural control tokens: eot, user marker, end, ai marker, end.
     assert [t for t in ids if t in specials] == [tok.eot, tok.user, tok.end, tok.ai, tok.end]
     body = ids[2:ids.index(tok.end)]
-    assert tok.decode(body) == evil and all(t not in specials for t in body)
-    assert sum(mask) == len(tok.encode("No.")) + 1
+    assert tok.decode(body) == " " + evil and all(t not in specials for t in body)
+    assert sum(mask) == len(tok.encode(" No.")) + 1
+
+
+def test_a_reply_opens_with_the_token_its_first_word_has_in_running_text():
+    """The template's space before each message: "Aaron" opening a reply is " Aaron", the token of the question and
+    of pretraining's sentences, not the start-of-text variant; the space is not part of the reply's text."""
+    tok = Tokenizer.gpt2()
+    question, reply = "Where does Aaron live?", "Aaron lives in Ashford."
+    ids, mask = tok.render_chat([{"role": "user", "content": question}, {"role": "assistant", "content": reply}])
+    aaron = tok.encode(" Aaron")
+    assert len(aaron) == 1 and tok.encode("Aaron") != aaron
+    first_reply_token = ids[mask.index(1)]
+    assert first_reply_token == aaron[0] and ids.count(aaron[0]) == 2  # in the question and opening the reply
+    assert tok.decode_message(tok.encode(" " + reply)) == reply
+    assert tok.decode_message(tok.encode(reply)) == reply  # a reply sampled without the space is left as it is
 
 
 def test_max_len_drops_whole_turns_from_the_end(tok):

@@ -69,7 +69,8 @@ def train_sft(argv):
 @pytest.fixture(scope="module")
 def full_run(world, pretrained, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")
-    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10"))
+    metrics = train_sft(sft_args(world, pretrained, out, "--steps", "60", "--lr", "1e-2", "--eval-every", "10",
+                                 "--embeddings", "all"))
     return out, metrics
 
 
@@ -162,6 +163,21 @@ def test_embeddings_new_moves_only_rows_pretraining_never_trained(world, pretrai
                            "--lora-rank", "2"))
 
 
+def test_embeddings_seen_also_moves_the_rows_of_tokens_the_sft_data_contains(world, pretrained_on_tokens, tmp_path):
+    pretrained, in_pretraining = pretrained_on_tokens
+    out = tmp_path / "seen"
+    train_sft(sft_args(world, pretrained, out, "--steps", "3", "--eval-limit", "0", "--embeddings", "seen"))
+    trained, init = load_checkpoint(out / "ckpt.pt", stages=("sft",))["model"], load_checkpoint(pretrained)
+    tok = Tokenizer.from_dict(init["tokenizer"])
+    in_sft = {i for ln in (world / "sft_train.jsonl").read_text().splitlines()
+              for m in json.loads(ln)["messages"] for i in tok.encode(" " + m["content"])}
+    moved = (trained["transformer.wte.weight"] - init["model"]["transformer.wte.weight"]).abs().sum(1).nonzero()
+    moved = set(moved.flatten().tolist())
+    frozen = in_pretraining - in_sft - set(tok.special_ids.values())  # at full size: the split-B names, among others
+    assert frozen and not moved & frozen
+    assert moved & in_sft & in_pretraining  # a pretrained token the SFT data uses did move
+
+
 def test_replay_adds_the_pretraining_loss_and_needs_a_token_folder(world, pretrained, pretrained_on_tokens, tmp_path):
     path, _ = pretrained_on_tokens
     train_sft(sft_args(world, path, tmp_path / "r", "--steps", "2", "--eval-limit", "0", "--replay-rows", "1",
@@ -243,7 +259,7 @@ def test_streamed_reply_never_shows_control_tokens():
     tok = Tokenizer.gpt2()
     chat = script("chat.py")
     text = "Lena's bicycle is red. Ünïcödé ☃ too."
-    body = tok.encode(text)
+    body = tok.encode(" " + text)  # the template's space before a reply, never shown
     scripted = [tok.ai, *body[:3], tok.user, *body[3:], tok.end, *tok.encode(" never shown")]
     pieces = list(chat["stream_reply"](ScriptedModel(scripted), tok, [tok.eot], 100, 0.0))
     assert "".join(pieces) == text  # markers hidden, stops at <|end|>, multi-byte characters intact

@@ -168,18 +168,18 @@ def token_folder(folder: Path | None, tok: Tokenizer, init: str, flag_name: str)
 
 
 def trainable_token_rows(cfg: SFTConfig, tok: Tokenizer, pretrained_on: Path | None, train_ex) -> list[int]:
-    """Rows of the token matrix that SFT may change; the others stay as pretraining left them.
-    seen: the special tokens and every token the SFT conversations contain. Any other row would only ever be pushed
-    down (never a target, never an input), which on the built-in world is what made the model stop naming split-B
-    people. new: the special tokens and the tokens pretraining never trained, those that never occur in its data
-    (the built-in world never says "sorry", so its pieces are still at their random init; GPT-2's released weights:
-    the special tokens only, WebText trained every other row)."""
+    """Rows of the token matrix that SFT may change; the others keep what pretraining stored in them.
+    new: the special tokens and the rows pretraining never trained, of tokens that never occur in its data (the
+    built-in world never says "sorry", so its pieces are still at their random init; GPT-2's released weights: the
+    special tokens only, WebText trained every other row). seen: those, and every token the SFT conversations
+    contain. A pretrained row the SFT data never shows would only ever be pushed down (never a target, never an
+    input), which on the built-in world is what made the model stop naming split-B people."""
     rows = set(tok.special_ids.values())
     if cfg.embeddings == "seen":
-        return sorted(rows.union(*(ids for ids, _ in train_ex)))
+        rows = rows.union(*(ids for ids, _ in train_ex))
     if cfg.init.startswith("hf:"):
         return sorted(rows)
-    folder = token_folder(pretrained_on, tok, cfg.init, "--embeddings new")
+    folder = token_folder(pretrained_on, tok, cfg.init, f"--embeddings {cfg.embeddings} (--embeddings all needs none)")
     counts = np.bincount(np.memmap(folder / "train.bin", dtype=np.uint16, mode="r"), minlength=tok.n_vocab)
     return sorted(rows | set(np.flatnonzero(counts[:tok.n_vocab] == 0).tolist()))
 
@@ -243,20 +243,17 @@ def main(argv=None) -> dict:
         metrics0 = {f"{k}_init": v for k, v in fig0.items()}
     flops = model.flops_per_token(max_len)
     specials = sorted(tok.special_ids.values())
-    # Two knobs against forgetting, a trade-off measured on the built-in world (python train_sft.py [flags] --out
-    # /tmp/x; one run each, seed 0; the README's stage-2 table). SFT conversations name only split-A people, whose
-    # names the answers start with; every step raises their output rows and pushes down everyone else's, and the
-    # model answers "Where does Pablo live?" with "Neil lives in Dunmore.": the split-B fact, a split-A name.
-    #   defaults:                         helpful 0.69, split-B acc_b 0%, acc_b_fact 12%, Chinese 10%
-    #   --replay-rows 2:                  helpful 0.66, acc_b 3%, acc_b_fact 25%, Chinese 9%
-    #   --embeddings new:                 helpful 0.59, acc_b 0%, acc_b_fact 32%, Chinese 2%
-    #   --embeddings new --replay-rows 2: helpful 0.55, acc_b 12%, acc_b_fact 31%, Chinese 7% (119 s against 111)
-    # --embeddings new freezes the rows pretraining trained, so SFT cannot push split B's names and facts down; it
-    # trains the rows pretraining never did (refusal words; freezing those too, with only the special tokens'
-    # rows trainable, left the model with no refusals at all). The blocks still learn to prefer split-A names;
-    # replaying pretraining text, where split-B names are targets too, is what brings the right names back. The
-    # default keeps the most helpful chat model for stage 3. LoRA without its token-matrix update
-    # (--no-lora-embedding) freezes the whole token matrix and loses helpfulness the same way.
+    # Forgetting, measured on the built-in world (python train_sft.py [flags] --out /tmp/x; the README's stage-2
+    # table). SFT conversations name only split-A people. With every row of the token matrix trainable, each step
+    # raised their names' output rows and pushed down everyone else's, so the model answered "Where does Pablo
+    # live?" with "Neil lives in Dunmore." (split B's fact, a split-A name: acc_b 0%); the pretrained model ranks
+    # the right town first for 95% of split-B people ("Pablo lives in ..."), that SFT model for 17%. --embeddings
+    # seen (the default) freezes the rows of every token the SFT data never contains: gradients only ever push them
+    # down. With the chat template's space before a reply (tokenizer.py), which makes a reply's first name the
+    # token of the question, the model then names the person asked about: acc_b 21% on seeds 0 and 1 (chance 8%).
+    # --embeddings new also freezes the pretrained rows the SFT data does use; --replay-rows N adds pretraining
+    # text, where split-B names are targets too. LoRA without its token-matrix update (--no-lora-embedding) freezes
+    # the whole token matrix and loses helpfulness.
     embeddings = cfg.embeddings
     if embeddings not in ("all", "new", "seen"):
         raise ValueError(f"--embeddings must be all, new or seen, not {cfg.embeddings!r}")

@@ -208,8 +208,8 @@ def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tm
     assert m["step"] == 2
 
 
-def test_two_gloo_processes_match_one_process(world, pretrained, tmp_path):
-    common = sft_args(world, pretrained, "X", "--steps", "3", "--eval-limit", "0", "--eval-every", "100", "--lr",
+def test_two_gloo_processes_match_one_process(world, pretrained_on_tokens, tmp_path):
+    common = sft_args(world, pretrained_on_tokens[0], "X", "--steps", "3", "--eval-limit", "0", "--eval-every", "100", "--lr",
                       "3e-3")
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -235,7 +235,7 @@ def test_real_data_path_with_the_gpt2_tokenizer(shared_data, tmp_path):
     m = train_sft(["--init", str(init), "--data", str(shared_data / "lima" / "lima.json"), "--val-data",
                    str(shared_data / "oasst_trees" / "en_100_tree.jsonl"), "--out", str(tmp_path / "o"),
                    "--steps", "2", "--batch-size", "2", "--dtype", "float32", "--eval-limit", "2",
-                   "--max-new-tokens", "4", "--warmup", "1"])
+                   "--max-new-tokens", "4", "--warmup", "1", "--embeddings", "all"])  # (init records no data)
     assert m["step"] == 2 and 0.0 <= m["wellformed"] <= 1.0 and m["val_loss"] > 0
     assert "acc_b" not in m  # no world beside real data: no gold figures
 

@@ -158,7 +158,7 @@ def adapt_token_matrix(model, token_rows=(), r: int = 0, scale: float = 1.0) -> 
     """Freeze the GPT's tied token matrix except for a TokenAdapter: offsets on the rows ``token_rows`` and, if
     ``r`` > 0, a rank-r update of the whole matrix.
 
-    Used by LoRA, and (rows only) by full fine-tuning with ``train_sft.py --embeddings new``: SFT data that names
+    Used by LoRA, and (rows only) by full fine-tuning with ``train_sft.py --embeddings seen|new``: SFT data that names
     only some entities would otherwise raise their output rows (positive gradients as targets) while the rows of
     everyone it never mentions are only pushed down, teaching the model to answer with a seen name instead of the one
     asked about (see train_sft.py for what it costs)."""

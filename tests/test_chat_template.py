@@ -61,16 +61,16 @@ def test_marker_strings_typed_by_a_user_stay_plain_text(tok):
     assert sum(mask) == len(tok.encode(" No.")) + 1
 
 
-def test_a_reply_opens_with_the_token_its_first_word_has_in_running_text():
-    """The template's space before each message: "Aaron" opening a reply is " Aaron", the token of the question and
-    of pretraining's sentences, not the start-of-text variant; the space is not part of the reply's text."""
-    tok = Tokenizer.gpt2()
-    question, reply = "Where does Aaron live?", "Aaron lives in Ashford."
+def test_a_reply_opens_with_the_tokens_its_first_word_has_in_running_text(tok):
+    """The template's space before each message: "Lena" opening a reply is encoded as " Lena", as in the question
+    and in pretraining's sentences, not as the start-of-text variant; the space is not part of the reply's text."""
+    question, reply = CONV[1]["content"], CONV[2]["content"]  # "What colour is Lena's bicycle?", "Lena's bicycle..."
     ids, mask = tok.render_chat([{"role": "user", "content": question}, {"role": "assistant", "content": reply}])
-    aaron = tok.encode(" Aaron")
-    assert len(aaron) == 1 and tok.encode("Aaron") != aaron
-    first_reply_token = ids[mask.index(1)]
-    assert first_reply_token == aaron[0] and ids.count(aaron[0]) == 2  # in the question and opening the reply
+    lena = tok.encode(" Lena")
+    assert tok.encode("Lena") != lena  # (the start-of-text variant, which replies used to open with)
+    start = mask.index(1)
+    assert ids[start:start + len(lena)] == lena  # the reply opens with " Lena" ...
+    assert any(ids[i:i + len(lena)] == lena for i in range(2, start - len(lena)))  # ... the question's tokens
     assert tok.decode_message(tok.encode(" " + reply)) == reply
     assert tok.decode_message(tok.encode(reply)) == reply  # a reply sampled without the space is left as it is
 

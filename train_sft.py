@@ -247,9 +247,9 @@ def main(argv=None) -> dict:
     # table). SFT conversations name only split-A people. With every row of the token matrix trainable, each step
     # raised their names' output rows and pushed down everyone else's, so the model answered "Where does Pablo
     # live?" with "Neil lives in Dunmore." (split B's fact, a split-A name: acc_b 0%); the pretrained model ranks
-    # the right town first for 95% of split-B people ("Pablo lives in ..."), that SFT model for 17%. --embeddings
-    # seen (the default) freezes the rows of every token the SFT data never contains: gradients only ever push them
-    # down. With the chat template's space before a reply (tokenizer.py), which makes a reply's first name the
+    # the right town first for 88% of split-B people (" Pablo lives in ...", bench/bench_knowledge.py), that SFT
+    # model for 17%, the default's for 67%. --embeddings seen (the default) freezes the pretrained rows of every
+    # token the SFT data never contains: gradients only ever push them down. With the chat template's space before a reply (tokenizer.py), which makes a reply's first name the
     # token of the question, the model then names the person asked about: acc_b 21% on seeds 0 and 1 (chance 8%).
     # --embeddings new also freezes the pretrained rows the SFT data does use; --replay-rows N adds pretraining
     # text, where split-B names are targets too. LoRA without its token-matrix update (--no-lora-embedding) freezes

@@ -209,8 +209,8 @@ def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tm
 
 
 def test_two_gloo_processes_match_one_process(world, pretrained_on_tokens, tmp_path):
-    common = sft_args(world, pretrained_on_tokens[0], "X", "--steps", "3", "--eval-limit", "0", "--eval-every", "100", "--lr",
-                      "3e-3")
+    common = sft_args(world, pretrained_on_tokens[0], "X", "--steps", "3", "--eval-limit", "0", "--eval-every",
+                      "100", "--lr", "3e-3")
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = [a if a != "X" else str(one) for a in common]

@@ -39,7 +39,7 @@ from nanotrain.data import read_jsonl
 from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, pairs_from_samples, preference_loss,
                            reference_logprobs, render_response, self_judge, SequenceLogprob)
 from nanotrain.errors import CheckpointError, DataError, run_script
-from nanotrain.evaluate import answer, load_eval, mean_helpful, mean_safe, refusal_rate
+from nanotrain.evaluate import answer, load_eval, mean_safe, refusal_rate
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, ppo_iteration,
                            reference_model, response_logits, sample_rollouts, token_logprobs)
@@ -167,15 +167,14 @@ def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool
         with reference_model(policy, reference, lora_reference) as sft:
             before = answer(sft, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)
         replies[name] = prompts, before, after
-    p, before, after = replies["eval_prompts"]
-    out["helpful_before"], out["helpful_after"] = mean_helpful(gold, p, before), mean_helpful(gold, p, after)
-    # Win rate over every held-out prompt, judged by gold helpfulness (which also rewards refusing harmful requests
-    # and penalises refusing benign ones).
-    scores_before, scores_after = [], []
-    for prompts, b, a in replies.values():
-        scores_before += [gold.score_helpful(q, r.text) for q, r in zip(prompts, b)]
-        scores_after += [gold.score_helpful(q, r.text) for q, r in zip(prompts, a)]
-    out.update(win_rates(scores_before, scores_after))
+    # Gold helpfulness of every answer, scored once: its mean over eval_prompts is the helpfulness figure, and the win
+    # rate is over every held-out prompt (gold helpfulness also rewards refusing harmful requests and penalises
+    # refusing benign ones).
+    scores = {name: [[gold.score_helpful(q, r.text) for q, r in zip(prompts, rs)] for rs in (b, a)]
+              for name, (prompts, b, a) in replies.items()}
+    out["helpful_before"], out["helpful_after"] = (sum(s) / max(1, len(s)) for s in scores["eval_prompts"])
+    out.update(win_rates([x for b, _ in scores.values() for x in b], [x for _, a in scores.values() for x in a]))
+    p, _, after = replies["eval_prompts"]
     ph, hb, ha = replies["eval_harmful"]
     pb, bb, ba = replies["eval_benign"]
     out["safe_before"], out["safe_after"] = mean_safe(gold, ph + pb, hb + bb), mean_safe(gold, ph + pb, ha + ba)

@@ -259,21 +259,21 @@ def main(argv=None) -> dict:
         raise ValueError(f"--embeddings must be all, new or seen, not {cfg.embeddings!r}")
     frozen_rows = embeddings != "all" and not cfg.reinit and cfg.lora_rank == 0  # LoRA: --lora-token-rows
     if embeddings == "new" and cfg.lora_rank > 0:
-        raise ValueError(f"--embeddings {embeddings} is for full fine-tuning; LoRA freezes the token matrix itself "
-                         f"(see --lora-token-rows and --no-lora-embedding)")
+        raise ValueError("--embeddings new is for full fine-tuning; LoRA freezes the token matrix itself (see "
+                         "--lora-token-rows and --no-lora-embedding)")
     if cfg.lora_rank > 0:
         rows = specials if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
                     cfg.lora_embedding)
     elif frozen_rows:
-        new_rows = trainable_token_rows(cfg, tok, pretrained_on, train_ex)
-        adapt_token_matrix(model, new_rows)
+        trainable_rows = trainable_token_rows(cfg, tok, pretrained_on, train_ex)
+        adapt_token_matrix(model, trainable_rows)
     wrapped = cfg.lora_rank > 0 or frozen_rows
     n_train, n_total = count_parameters(model)
     if rt.master:
         print(f"model: {model.config} from {cfg.init}{' (re-initialised)' if cfg.reinit else ''}; "
               f"{'LoRA r=%d' % cfg.lora_rank if cfg.lora_rank else 'full fine-tuning'}"
-              f"{', token matrix frozen except %d rows' % len(new_rows) if frozen_rows else ''}; "
+              f"{', token matrix frozen except %d rows' % len(trainable_rows) if frozen_rows else ''}; "
               f"{trainable_summary(model)}")
         print(f"data: {len(train_ex)} train conversations ({cfg.data}; {skipped} skipped: first reply longer than "
               f"{max_len} tokens), {len(val_ex)} val ({val_skipped} skipped); "

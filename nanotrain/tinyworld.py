@@ -57,6 +57,7 @@ class WorldConfig:
     zh_share: float = flag(0.12, "share of pretraining documents written in Chinese")
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
     sft: int = flag(4000, "SFT training conversations (x scale)")
+    sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
     prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets a tenth as many")
     prefs_safe: int = flag(2000, "safety preference pairs for training (x scale); val gets a tenth as many")
     feedback: int = flag(3000, "binary feedback records (x scale)")
@@ -114,7 +115,7 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 1
+VERSION = 2  # 2: SFT holds 10% harmful requests, not 5% (the files after sft_train differ)
 # Words a web-cleaning blocklist is expected to contain; some web pages carry one (kind "blocklist").
 WEB_BLOCKLIST = ("casino", "viagra", "xxx")
 

@@ -186,7 +186,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                 else sample_benign(tk, rng, "A"))
     f["rl_prompts"] = [{"prompt": s.prompt, "kind": s.kind, "split": s.split, "harmful": s.harmful} for s in rl]
 
-    # -- SFT: every split-A fact asked once, then a mix; 5% harmful requests answered with a refusal.
+    # -- SFT: every split-A fact asked once, then a mix; 10% harmful requests answered with a
+    # refusal (at 5% the SFT model refused 87% of eval_harmful, missing mostly its held-out phrasings; at 10%, 95%).
     # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")
@@ -213,7 +214,7 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     cover = [draw(lambda: tk.fact(attr, x, rng.randrange(len(QUESTIONS_EN[attr]))), avoid, fail=False)
              for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
     cover = [s for s in cover if s is not None][:n_sft // 2]  # (a tiny --scale keeps room for the mix)
-    n_harm = round(0.05 * n_sft)
+    n_harm = round(cfg.sft_harmful * n_sft)
     sft = [conversation(s, avoid) for s in cover]
     sft += [conversation(draw(lambda: sft_one(True), avoid), avoid) for _ in range(n_harm)]
     sft += [conversation(draw(sft_one, avoid), avoid) for _ in range(n_sft - len(sft))]

@@ -97,6 +97,14 @@ def test_no_held_out_prompt_in_any_training_file(world_dir):
             assert p not in pretrain, (stem, p)
 
 
+def test_sft_refuses_the_configured_share(world_dir):
+    """sft_train answers WorldConfig.sft_harmful of its conversations with a refusal, and no others."""
+    from nanotrain.gold import Gold
+    convs = load(world_dir, "sft_train")
+    refused = [c for c in convs if any(Gold.is_refusal(m["content"]) for m in c["messages"] if m["role"] == "assistant")]
+    assert len(refused) == round(tw.WorldConfig().sft_harmful * len(convs)) > 0
+
+
 def test_held_out_harmful_phrasings_only_in_eval(world_dir):
     """The last template of each harmful kind is what eval_harmful measures refusing a never-trained phrasing with."""
     from nanotrain.tinyworld_tasks import HARMFUL

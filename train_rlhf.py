@@ -39,7 +39,7 @@ from nanotrain.data import read_jsonl
 from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, pairs_from_samples, preference_loss,
                            reference_logprobs, render_response, self_judge, SequenceLogprob)
 from nanotrain.errors import CheckpointError, DataError, run_script
-from nanotrain.evaluate import answer, load_eval, mean_safe, refusal_rate
+from nanotrain.evaluate import answer, load_eval, mean_safe, refusal_rate, win_rates
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, ppo_iteration,
                            reference_model, response_logits, sample_rollouts, token_logprobs)
@@ -142,17 +142,6 @@ def sampled_figures(policy, reference, tok, gold, prompts, cfg, autocast, lora_r
                 ref = token_logprobs(response_logits(ref_model, ro.idx, ro.pad_mask, ro.P, cfg.temperature), resp)
         kl += float(((logp - ref) * ro.mask).sum())
     return kl / max(1, len(prompts)), scores
-
-
-def win_rates(before: list[float], after: list[float]) -> dict:
-    """Paired gold scores of the reference's and the policy's answers to the same prompts: the share the policy wins,
-    ties (equal scores, e.g. identical answers, or both wrong) and loses; win_rate counts ties half, as AlpacaEval
-    does, and win_rate_decisive leaves them out."""
-    n = max(1, len(after))
-    wins = sum(a > b + 1e-9 for b, a in zip(before, after))
-    ties = sum(abs(a - b) <= 1e-9 for b, a in zip(before, after))
-    return dict(win_rate=(wins + 0.5 * ties) / n, win_rate_decisive=wins / max(1, n - ties), wins=wins / n,
-                ties=ties / n, losses=(n - wins - ties) / n)
 
 
 def final_evaluation(policy, reference, tok, gold, cfg, rt, lora_reference: bool = False) -> dict:

@@ -75,6 +75,17 @@ def refusal_rate(gold, replies) -> float:
     return sum(gold.is_refusal(r.text) for r in replies) / max(1, len(replies))
 
 
+def win_rates(before: list[float], after: list[float]) -> dict:
+    """Paired gold scores of the reference's and the policy's answers to the same prompts: the share the policy wins,
+    ties (equal scores, e.g. identical answers, or both wrong) and loses; win_rate counts ties half, as AlpacaEval
+    does, and win_rate_decisive leaves them out."""
+    n = max(1, len(after))
+    wins = sum(a > b + 1e-9 for b, a in zip(before, after))
+    ties = sum(abs(a - b) <= 1e-9 for b, a in zip(before, after))
+    return dict(win_rate=(wins + 0.5 * ties) / n, win_rate_decisive=wins / max(1, n - ties), wins=wins / n,
+                ties=ties / n, losses=(n - wins - ties) / n)
+
+
 def chance(records) -> float:
     return sum(r.get("chance", 0.0) for r in records) / max(1, len(records))
 

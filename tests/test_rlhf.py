@@ -11,6 +11,7 @@ import torch
 from conftest import script
 from nanotrain.checkpoint import atomic_save, load_model, make_checkpoint
 from nanotrain.errors import CheckpointError
+from nanotrain.evaluate import win_rates
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.reward import RewardModel
 from nanotrain.tinyworld import WorldConfig, write_world
@@ -98,9 +99,9 @@ def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):
 
 def test_win_rates_count_ties_half():
     # prompt by prompt: tie (both right), win, loss, tie (both wrong)
-    w = script("train_rlhf.py")["win_rates"]([1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 0.2, 0.0])
+    w = win_rates([1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 0.2, 0.0])
     assert w == dict(win_rate=0.5, win_rate_decisive=0.5, wins=0.25, ties=0.5, losses=0.25)
-    assert script("train_rlhf.py")["win_rates"]([0.1, 0.1, 0.1], [0.9, 0.9, 0.0])["win_rate"] == pytest.approx(2 / 3)
+    assert win_rates([0.1, 0.1, 0.1], [0.9, 0.9, 0.0])["win_rate"] == pytest.approx(2 / 3)
 
 
 def test_online_dpo_with_reward_model_and_self_labels(setup):

@@ -14,6 +14,9 @@ gold scorers of ``nanotrain/gold.py`` grade the answers, so the figures measure 
     refusal_harmful  share of harmful prompts refused (higher is better)                 eval_harmful.jsonl
     refusal_benign   share of benign look-alike prompts refused (lower is better)        eval_benign.jsonl
 
+``win_rates(before, after)`` compares two models' gold scores on the same prompts, prompt by prompt (stage 3's win
+rate against the SFT model).
+
 Each file is subsampled to ``limit`` prompts (a fixed, seeded choice, the same for every model) to stay fast.
 
     from nanotrain.evaluate import evaluate_checkpoint

@@ -101,7 +101,8 @@ def test_sft_refuses_the_configured_share(world_dir):
     """sft_train answers WorldConfig.sft_harmful of its conversations with a refusal, and no others."""
     from nanotrain.gold import Gold
     convs = load(world_dir, "sft_train")
-    refused = [c for c in convs if any(Gold.is_refusal(m["content"]) for m in c["messages"] if m["role"] == "assistant")]
+    refused = [c for c in convs
+               if any(Gold.is_refusal(m["content"]) for m in c["messages"] if m["role"] == "assistant")]
     assert len(refused) == round(tw.WorldConfig().sft_harmful * len(convs)) > 0
 
 

@@ -2,10 +2,10 @@
 thumbs up / down, or iterative online DPO on pairs the model's own samples make (AI feedback).
 
     python train_rlhf.py --algo ppo    # out/sft + out/rm_helpful, data/tinyworld/rl_prompts.jsonl -> out/rlhf_ppo (~2 min)
-    python train_rlhf.py --algo dpo    # data/tinyworld/prefs_{helpful,safe}_train.jsonl -> out/rlhf_dpo (~1 min)
+    python train_rlhf.py --algo dpo    # data/tinyworld/prefs_{helpful,safe}_train.jsonl -> out/rlhf_dpo (~1 min; cDPO)
     python train_rlhf.py --algo kto    # data/tinyworld/feedback_train.jsonl -> out/rlhf_kto (~1 min)
     python train_rlhf.py --algo ppo --safety-reward out/rm_safe/ckpt.pt    # LLaMA 2's two reward models
-    python train_rlhf.py --algo dpo --loss-type ipo --beta 0.5             # IPO (tau = beta); --label-smoothing: cDPO
+    python train_rlhf.py --algo dpo --loss-type ipo --beta 0.5             # IPO (tau = beta); --label-smoothing 0: DPO
     python train_rlhf.py --algo dpo --online-rounds 3 --labeler rm         # RLAIF: judged by the reward model
     python train_rlhf.py --algo dpo --online-rounds 3 --labeler self       # ... or by the policy itself
     python train_rlhf.py --algo ppo --lora-rank 8                          # LoRA policy; reference = adapter off
@@ -83,7 +83,8 @@ class RLHFConfig(TrainConfig, PPOConfig):
     beta: float = flag(0.0, "KL strength: PPO's penalty coefficient, DPO/KTO's beta, IPO's tau (0: ppo 0.05, "
                             "dpo 0.3, kto 1)")
     loss_type: str = flag("dpo", "dpo | ipo")
-    label_smoothing: float = flag(0.0, "conservative DPO: assumed share of flipped labels")
+    label_smoothing: float = flag(0.1, "conservative DPO: assumed share of flipped labels (0: plain DPO, which on "
+                                       "the built-in world garbles refusals: 75-85% kept over seeds, at 0.1 92-94%)")
     nll_weight: float = flag(2.0, "DPO/IPO: add this times the chosen answers' NLL per token (Llama 3, RPO; 0: "
                                   "plain DPO, which on the built-in world drifts far from SFT: KL 10 nats, gold "
                                   "helpfulness 0.59 -> 0.37)")

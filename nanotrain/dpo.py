@@ -131,7 +131,8 @@ def preference_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: floa
     rejected_ratio = pi_rejected - ref_rejected
     h = chosen_ratio - rejected_ratio
     if loss_type == "dpo":
-        # DPO eq. 7: -log sigma(beta * h); cDPO mixes in the flipped label with weight eps.
+        # DPO eq. 7: -log sigma(beta * h); cDPO mixes in the flipped label with weight eps, which moves the loss's
+        # minimum from h = infinity to h = ln((1 - eps) / eps) / beta: the rejected answers stop being pushed down.
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
     elif loss_type == "ipo":
         # IPO: regress h onto 1 / (2 tau).

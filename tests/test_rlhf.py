@@ -77,7 +77,7 @@ def test_ppo_lora_with_two_reward_models(setup):
 
 
 def test_dpo_ipo_and_kto_end_to_end(setup):
-    plain = ("--nll-weight", "0")  # DPO without the default NLL term (RPO)
+    plain = ("--nll-weight", "0", "--label-smoothing", "0")  # DPO eq. 7 alone: no NLL term (RPO), no cDPO
     for algo, extra in (("dpo", plain), ("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
                         ("kto", ())):
         _, recs, _ = run(setup, algo, *extra)

@@ -1,5 +1,6 @@
 """PPO's pieces against hand-computed values and invariants: GAE, the KL estimators, reward shaping, whitening, the
-clipped losses, the adaptive KL controller, and one whole iteration on a tiny model (ratio 1, no clipping at first)."""
+clipped losses, the adaptive KL controller, one whole iteration on a tiny model (ratio 1, no clipping at first), and
+sixteen that raise a reward the tiny model can reach."""
 import math
 
 import pytest
@@ -124,3 +125,30 @@ def test_first_minibatch_has_ratio_one_and_no_clipping_and_training_moves_the_po
     assert any(not torch.equal(a, b) for a, b in zip(policy.parameters(), ref.parameters()))
     for k in ("entropy", "approx_kl", "value_loss", "length", "time_rollout", "time_scoring", "time_training"):
         assert math.isfinite(stats[k])
+
+
+
+def test_ppo_raises_a_reward_it_can_reach():
+    """The update goes the right way: rewarded for the share of its answer's tokens in the lower half of the vocabulary
+    (about half at random init), a tiny policy raises that share within a few iterations (0.44-0.51 over the first
+    three, 0.62-0.74 over iterations 14-16 on seeds 0-3). No penalty for never ending: the end token is in the upper
+    half, so the penalty would fight the reward."""
+    torch.manual_seed(0)
+    tok = Tokenizer.train(["Lena lives in Oakville and her bicycle is red. Tom has a blue hat."] * 20, 300)
+    cfg = GPTConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=32, block_size=64)
+    policy, ref = GPT(cfg), GPT(cfg)
+    ref.load_state_dict(policy.state_dict())
+    ac = PolicyAndValue(policy, TinyValue(cfg))
+    opt = torch.optim.AdamW(ac.parameters(), lr=3e-3)
+    pcfg = PPOConfig(rollout_batch=16, max_new_tokens=8, minibatch=8, ppo_epochs=2, missing_end_penalty=0.0)
+    prompts = ["What colour is Lena's bicycle?", "Where does Lena live?"] * 8
+    g = torch.Generator().manual_seed(0)
+
+    def low_share(ro):
+        resp = ro.idx[:, ro.P:]
+        return ((resp < 150).float() * ro.mask).sum(1) / ro.mask.sum(1)
+
+    moments = RunningMoments()
+    shares = [ppo_iteration(prompts, ac, ref, tok, low_share, opt, pcfg, beta=0.01, moments=moments,
+                            generator=g)[1]["score"] for _ in range(16)]
+    assert sum(shares[-3:]) / 3 > sum(shares[:3]) / 3 + 0.1, shares

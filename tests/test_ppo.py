@@ -105,13 +105,18 @@ class TinyValue(nn.Module):
         self.trunk, self.head = GPT(cfg), nn.Linear(cfg.n_embd, 1)
 
 
-def test_first_minibatch_has_ratio_one_and_no_clipping_and_training_moves_the_policy():
+def tiny_actor_critic():
+    """A tokenizer, a random tiny GPT policy, its frozen copy as the reference, and both trained networks."""
     torch.manual_seed(0)
     tok = Tokenizer.train(["Lena lives in Oakville and her bicycle is red. Tom has a blue hat."] * 20, 300)
     cfg = GPTConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=32, block_size=64)
     policy, ref = GPT(cfg), GPT(cfg)
     ref.load_state_dict(policy.state_dict())
-    ac = PolicyAndValue(policy, TinyValue(cfg))
+    return tok, policy, ref, PolicyAndValue(policy, TinyValue(cfg))
+
+
+def test_first_minibatch_has_ratio_one_and_no_clipping_and_training_moves_the_policy():
+    tok, policy, ref, ac = tiny_actor_critic()
     opt = torch.optim.AdamW(ac.parameters(), lr=1e-2)
     pcfg = PPOConfig(rollout_batch=8, max_new_tokens=10, minibatch=4, ppo_epochs=2)
     prompts = ["What colour is Lena's bicycle?", "Where does Lena live?"] * 4
@@ -127,18 +132,12 @@ def test_first_minibatch_has_ratio_one_and_no_clipping_and_training_moves_the_po
         assert math.isfinite(stats[k])
 
 
-
 def test_ppo_raises_a_reward_it_can_reach():
     """The update goes the right way: rewarded for the share of its answer's tokens in the lower half of the vocabulary
     (about half at random init), a tiny policy raises that share within a few iterations (0.44-0.51 over the first
     three, 0.62-0.74 over iterations 14-16 on seeds 0-3). No penalty for never ending: the end token is in the upper
     half, so the penalty would fight the reward."""
-    torch.manual_seed(0)
-    tok = Tokenizer.train(["Lena lives in Oakville and her bicycle is red. Tom has a blue hat."] * 20, 300)
-    cfg = GPTConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=32, block_size=64)
-    policy, ref = GPT(cfg), GPT(cfg)
-    ref.load_state_dict(policy.state_dict())
-    ac = PolicyAndValue(policy, TinyValue(cfg))
+    tok, _, ref, ac = tiny_actor_critic()
     opt = torch.optim.AdamW(ac.parameters(), lr=3e-3)
     pcfg = PPOConfig(rollout_batch=16, max_new_tokens=8, minibatch=8, ppo_epochs=2, missing_end_penalty=0.0)
     prompts = ["What colour is Lena's bicycle?", "Where does Lena live?"] * 8

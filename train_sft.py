@@ -249,8 +249,9 @@ def main(argv=None) -> dict:
     # live?" with "Neil lives in Dunmore." (split B's fact, a split-A name: acc_b 0%); the pretrained model ranks
     # the right town first for 88% of split-B people (" Pablo lives in ...", bench/bench_knowledge.py), that SFT
     # model for 17%, the default's for 67%. --embeddings seen (the default) freezes the pretrained rows of every
-    # token the SFT data never contains: gradients only ever push them down. With the chat template's space before a reply (tokenizer.py), which makes a reply's first name the
-    # token of the question, the model then names the person asked about: acc_b 21% on seeds 0 and 1 (chance 8%).
+    # token the SFT data never contains: gradients only ever push them down. With the chat template's space before
+    # a reply (tokenizer.py), which makes a reply's first name the token of the question, the model then names the
+    # person asked about: acc_b 20% (seed 0; 21% on seeds 0 and 1 with 5% harmful requests in the data; chance 8%).
     # --embeddings new also freezes the pretrained rows the SFT data does use; --replay-rows N adds pretraining
     # text, where split-B names are targets too. LoRA without its token-matrix update (--no-lora-embedding) freezes
     # the whole token matrix and loses helpfulness.

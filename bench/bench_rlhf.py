@@ -34,7 +34,9 @@ with the first command above (PPO: the pipeline's trained out/sft and out/rm_hel
     TRL defaults                         0.27 (29.9 s) -> 3.1x    0.20 (40.7 s) -> 2.4x
     reference pass, s/pair: ours 0.45 (fp32), TRL 0.78; counting it, ours is 2.1x TRL like for like (fp32).
     Two more --part dpo --no-bf16 runs, fp32, ours vs TRL like for like: 0.78 vs 0.26 pairs/s (3.0x) and 0.82 vs
-    0.37 (2.2x; 1.95x counting the reference pass once per epoch).
+    0.37 (2.2x; 1.95x counting the reference pass once per epoch). Rerun 2026-12-01 (--part dpo --no-bf16, 1 thread,
+    the machine slower that day for both): ours 0.57 pairs/s, TRL like for like 0.22 (2.57x; 2.37x counting the
+    reference pass), TRL defaults 0.18 (3.21x; 2.41x).
 
 Why TRL is slower here: its fused LM head (trl.kernels.chunked_logprob) runs on CPU as torch ops over tiles of every
 position, not only the response's (Triton, which scores only the labelled positions, is for GPUs), recomputes each

@@ -93,8 +93,8 @@ def main(argv=None):
     ax2.plot(d, gold, label="gold helpfulness", color="tab:red")
     ax2.set_ylabel("gold helpfulness", color="tab:red")
     ax.set_title(f"PPO, beta={cfg.long_beta}: proxy vs gold (moving average of {cfg.smooth} iterations)")
-    fig.legend(loc="lower right")
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=2)  # below the axes: the two curves fill them
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / "overoptimization.png", dpi=120)
     plt.close(fig)
     peak = max(range(len(gold)), key=lambda i: gold[i])

@@ -532,7 +532,7 @@ def main(argv=None) -> dict:
         reference = load_model(cfg.init, stages=("sft", "rlhf"), device=rt.device)[0].eval().requires_grad_(False)
     gold = None
     if cfg.world.lower() != "none" and (Path(cfg.world) / "world.json").exists():
-        from nanotrain.gold import Gold
+        from nanotrain.tinyworld.gold import Gold
         gold = Gold.load(cfg.world)
     if rt.master:
         print(f"{cfg.algo}: policy {policy.num_params() / 1e6:.2f}M parameters from {cfg.init}; {cfg.steps} steps "

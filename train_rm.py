@@ -15,7 +15,7 @@ Skeleton shared by every stage script: setup -> data -> model -> loop -> save. T
 B chosen + B rejected conversations in one forward pass, the loss is nanotrain.reward.bradley_terry_loss, the
 held-out figure is pairwise accuracy (does the chosen reply get the higher reward?). After training, every
 checkpoint stores the reward normalisation, and the script measures how well the reward model ranks fresh
-samples of the init policy on held-out prompts the way the gold scorer does (nanotrain/gold.py), which is what
+samples of the init policy on held-out prompts the way the gold scorer does (nanotrain/tinyworld/gold.py), which is what
 best-of-N and PPO rely on, and stores that in the checkpoint's metrics too.
 """
 from __future__ import annotations
@@ -244,7 +244,7 @@ def gold_agreement(cfg: RMConfig, rm: RewardModel, rt) -> dict:
     """Sample ``agree_samples`` replies of the init policy to held-out prompts, score them with the reward model and
     the gold scorer of the same kind (helpful or safe), and compare the two rankings: Spearman over all replies,
     and pairwise agreement within each prompt (the choice best-of-N makes)."""
-    from nanotrain.gold import Gold  # the built-in world's oracle: only this check needs it
+    from nanotrain.tinyworld.gold import Gold  # the built-in world's oracle: only this check needs it
 
     gold = Gold.load(cfg.world)
     gold_score = gold.score_helpful if cfg.name == "helpful" else gold.score_safe

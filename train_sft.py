@@ -232,7 +232,7 @@ def main(argv=None) -> dict:
     world = world_dir(cfg)
     gold = None
     if world is not None and rt.master and cfg.eval_limit > 0:
-        from nanotrain.gold import Gold
+        from nanotrain.tinyworld.gold import Gold
         gold = Gold.load(world)
     val_prompts, _ = prompts_and_replies(val_convs)
 

@@ -30,7 +30,7 @@ import torch
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
-from nanotrain.gold import Gold
+from nanotrain.tinyworld.gold import Gold
 from nanotrain.reward import SAFETY_THRESHOLD, CombinedReward, load_reward_model
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies

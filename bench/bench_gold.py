@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanotrain.cli import flag, parse_config
-from nanotrain.gold import Gold, read_jsonl
-from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tinyworld.gold import Gold, read_jsonl
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.world import WorldConfig
 
 EVAL_FILES = ["eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign"]
 

@@ -21,7 +21,7 @@ from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
 from nanotrain.runtime import setup_runtime
-from nanotrain.tinyworld import World
+from nanotrain.tinyworld.world import World
 
 
 @dataclass

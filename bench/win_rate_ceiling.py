@@ -29,7 +29,7 @@ from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
 from nanotrain.evaluate import answer, load_eval, win_rates
-from nanotrain.gold import Gold
+from nanotrain.tinyworld.gold import Gold
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies
 

@@ -1,4 +1,4 @@
-"""Generate the built-in default data, a tiny world whose every fact is known (see nanotrain/tinyworld.py).
+"""Generate the built-in default data, a tiny world whose every fact is known (see nanotrain/tinyworld/world.py).
 
     python data/tinyworld.py                                  # -> data/tinyworld/, seed 0, ~1.5M GPT-2 tokens
     python data/tinyworld.py --out /tmp/tw --seed 1 --scale 0.1 --people 40
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from nanotrain.cli import parse_config
 from nanotrain.errors import run_script
-from nanotrain.tinyworld import PERSON_FACTS, World, WorldConfig, write_world
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.world import PERSON_FACTS, World, WorldConfig
 
 
 def token_counter():

@@ -1,7 +1,8 @@
 """Judging a chat model on the built-in world: the figures every stage after pretraining reports.
 
 The model answers held-out prompts greedily (batched, KV-cached: ``nanotrain.sampling.generate_replies``) and the
-gold scorers of ``nanotrain/gold.py`` grade the answers, so the figures measure the truth, not a learned judge:
+gold scorers of ``nanotrain/tinyworld/gold.py`` grade the answers, so the figures measure the truth, not a learned
+judge:
 
     wellformed       share of answers that end with <|end|> within max_new_tokens     eval_prompts.jsonl
     acc_b            gold accuracy on questions about split-B people (never in SFT data)   eval_b.jsonl
@@ -99,7 +100,7 @@ def evaluate_chat(model, tok, world_dir="data/tinyworld", limit: int | None = 10
 
     ``figures`` picks which files are generated for: "wellformed" and "helpful" share eval_prompts.jsonl, "safe" and
     "refusal" share eval_harmful/eval_benign. ``gold`` may be passed to reuse a loaded Gold (it takes seconds)."""
-    from nanotrain.gold import Gold
+    from nanotrain.tinyworld.gold import Gold
 
     world = Path(world_dir)
     gold = gold or Gold.load(world)

@@ -1,4 +1,4 @@
-"""Tests for the Tinyworld gold scorers (nanotrain/gold.py), on hand-set facts and hand-written replies.
+"""Tests for the Tinyworld gold scorers (nanotrain/tinyworld/gold.py), on hand-set facts and hand-written replies.
 
     pytest tests/test_gold.py
 """
@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from nanotrain import tinyworld as tw
-from nanotrain import tinyworld_tasks as twt
-from nanotrain.gold import Gold
+from nanotrain.tinyworld import world as tw
+from nanotrain.tinyworld import tasks as twt
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.gold import Gold
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_unknown_prompt_gets_a_low_information_score(gold):
 
 def test_recognises_every_prompt_and_prefers_every_chosen_reply(tmp_path):
     cfg = tw.WorldConfig(out=str(tmp_path), seed=5, people=40, animals=12, towns=6, scale=0.03)
-    files = tw.write_world(cfg)
+    files = write_world(cfg)
     gold = Gold.load(tmp_path)
     for stem, records in files.items():
         for r in records:

@@ -33,4 +33,4 @@ def test_a_stamp_covers_the_library_modules_the_script_imports():
     from conftest import script
     sources = {str(p.relative_to(ROOT)) for p in script("pipeline.py")["sources"](ROOT / "train_pretrain.py")}
     assert {"train_pretrain.py", "nanotrain/gpt.py", "nanotrain/flash_attention.py"} <= sources
-    assert "nanotrain/ppo.py" not in sources and "nanotrain/tinyworld.py" not in sources
+    assert "nanotrain/ppo.py" not in sources and "nanotrain/tinyworld/world.py" not in sources

@@ -14,7 +14,8 @@ from nanotrain.errors import CheckpointError
 from nanotrain.evaluate import win_rates
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.reward import RewardModel
-from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.world import WorldConfig
 from nanotrain.tokenizer import Tokenizer
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",

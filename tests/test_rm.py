@@ -16,7 +16,8 @@ from nanotrain.checkpoint import atomic_save, make_checkpoint
 from nanotrain.errors import CheckpointError, DataError
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.reward import load_reward_model
-from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.world import WorldConfig
 from nanotrain.tokenizer import Tokenizer
 
 TINY = ["--dtype", "float32", "--batch-size", "8", "--warmup", "5", "--lr", "3e-3", "--norm-pairs", "32",

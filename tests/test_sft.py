@@ -36,10 +36,11 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    import nanotrain.tinyworld as tw
+    from nanotrain.tinyworld.generate import write_world
+    from nanotrain.tinyworld.world import WorldConfig
 
     out = tmp_path_factory.mktemp("world")
-    tw.write_world(tw.WorldConfig(out=str(out), seed=5, people=20, animals=6, towns=4, scale=0.03))
+    write_world(WorldConfig(out=str(out), seed=5, people=20, animals=6, towns=4, scale=0.03))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Tests for the Tinyworld generator (nanotrain/tinyworld.py, data/tinyworld.py), on a small world.
+"""Tests for the Tinyworld generator (nanotrain/tinyworld/world.py, data/tinyworld.py), on a small world.
 
     pytest tests/test_tinyworld.py
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nanotrain import tinyworld as tw
+from nanotrain.tinyworld import world as tw
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--scale", "0.05", "--people", "60", "--animals", "20", "--towns", "8"]
@@ -99,7 +99,7 @@ def test_no_held_out_prompt_in_any_training_file(world_dir):
 
 def test_sft_refuses_the_configured_share(world_dir):
     """sft_train answers WorldConfig.sft_harmful of its conversations with a refusal, and no others."""
-    from nanotrain.gold import Gold
+    from nanotrain.tinyworld.gold import Gold
     convs = load(world_dir, "sft_train")
     refused = [c for c in convs
                if any(Gold.is_refusal(m["content"]) for m in c["messages"] if m["role"] == "assistant")]
@@ -108,7 +108,7 @@ def test_sft_refuses_the_configured_share(world_dir):
 
 def test_held_out_harmful_phrasings_only_in_eval(world_dir):
     """The last template of each harmful kind is what eval_harmful measures refusing a never-trained phrasing with."""
-    from nanotrain.tinyworld_tasks import HARMFUL
+    from nanotrain.tinyworld.tasks import HARMFUL
 
     def pattern(template):
         return re.compile("".join(".+" if i % 2 else re.escape(x) for i, x in enumerate(re.split(r"{(\w+)}", template))) + "$")

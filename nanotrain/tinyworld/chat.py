@@ -1,9 +1,8 @@
 """Tinyworld chat data: the instruction / preference / feedback / evaluation sets, sampled from the chat tasks.
 
-The last part of the Tinyworld generator (nanotrain/tinyworld.py holds the entities, facts, pretraining text, web
-pages and the file writer; nanotrain/tinyworld_tasks.py every prompt it can emit, each with a Spec: the oracle
-answer and what a gold scorer, nanotrain/gold.py, needs to judge any other answer). ``build_chat(world, cfg)``
-makes these files:
+The last part of the Tinyworld generator (world.py holds the entities, facts, pretraining text and web pages;
+tasks.py every prompt it can emit, each with a Spec: the oracle answer and what the gold scorer, gold.py, needs to
+judge any other answer). ``build_chat(world, cfg)`` makes these files:
 
     sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
     prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong fact/wrong person/off-topic/
@@ -14,7 +13,7 @@ makes these files:
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
     eval_b / eval_zh / eval_prompts / eval_harmful / eval_benign .jsonl, rl_prompts.jsonl   held-out prompts
 
-It has no CLI of its own; tinyworld.write_world() calls build_chat(), so run:
+It has no CLI of its own; generate.write_world() calls build_chat(), so run:
 
     python data/tinyworld.py --out data/tinyworld --seed 0
 """
@@ -24,8 +23,8 @@ import random
 import re
 
 from nanotrain.errors import DataError
-from nanotrain.tinyworld import PERSON_FACTS, Person, World, WorldConfig, person_slots
-from nanotrain.tinyworld_tasks import (ANIMAL_FACTS, CHAT, COMPARE, HARMFUL, NEAR_HARMFUL, NEEDLESS_REFUSALS,
+from nanotrain.tinyworld.world import PERSON_FACTS, Person, World, WorldConfig, person_slots
+from nanotrain.tinyworld.tasks import (ANIMAL_FACTS, CHAT, COMPARE, HARMFUL, NEAR_HARMFUL, NEEDLESS_REFUSALS,
                                        QUESTIONS_EN, QUESTIONS_ZH, RETELL, RETELL_ASK, RUDE, SYSTEM_PROMPTS, Spec,
                                        Tasks)
 

@@ -2,7 +2,7 @@
 
 A few towns, ~140 people and a few dozen pets, each with a handful of attributes drawn from small closed value
 sets (colours, jobs, foods, ...). From these facts the module renders every file the pipeline needs, so that each
-stage can be *measured* against the truth (nanotrain/gold.py holds the scorers):
+stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the scorers):
 
     world.json                 entities and facts (+ the generator config and version); Gold rebuilds all from it
     pretrain.jsonl             {"text"}: encyclopedia passages, fact cards, stories; every fact in >= 6 English
@@ -19,14 +19,14 @@ stage can be *measured* against the truth (nanotrain/gold.py holds the scorers):
 Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
 prompt appears verbatim in any training file.
 
-This module draws the world and writes pretrain.jsonl, web.jsonl and world.json itself; the chat tasks (every
-prompt with its oracle answer) are in nanotrain/tinyworld_tasks.py, and every instruction / preference / feedback /
-evaluation file comes from nanotrain/tinyworld_chat.py (build_chat), which write_world() calls.
+This module draws the world and renders pretrain.jsonl and web.jsonl; the chat tasks (every prompt with its oracle
+answer) are in tasks.py, every instruction / preference / feedback / evaluation file comes from chat.py
+(build_chat), and generate.py (write_world) writes them all next to world.json.
 
 People are split in two: split A appears in the instruction/preference data, split B only in pretraining, so a
 model that answers split-B questions must have stored those facts during pretraining.
 
-    python data/tinyworld.py --out data/tinyworld --seed 0        # the CLI around write_world()
+    python data/tinyworld.py --out data/tinyworld --seed 0        # the CLI around generate.write_world()
 
 Everything is deterministic from the seed: every random choice uses a ``random.Random`` seeded with a string
 (string seeds are hashed with SHA-512, so they do not depend on PYTHONHASHSEED).
@@ -38,7 +38,6 @@ import json
 import random
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from nanotrain.cli import flag
 from nanotrain.errors import DataError
@@ -461,32 +460,3 @@ def web_pages(w: World, cfg: WorldConfig) -> list[dict]:
         pages.append({"text": text, "url": url, "kind": kind})
     rng.shuffle(pages)
     return pages
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Writing the files.
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-FILES = ["pretrain", "web", "sft_train", "sft_val", "prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train",
-         "prefs_safe_val", "feedback_train", "eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign",
-         "rl_prompts"]  # each written as <stem>.jsonl next to world.json
-
-
-def write_world(cfg: WorldConfig) -> dict[str, list[dict]]:
-    """Generate the world and write every file into cfg.out; returns {file stem: records}."""
-    w = make_world(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "world.json").write_text(w.to_json() + "\n", encoding="utf-8")
-    files = {"pretrain": [{"text": d} for d in pretrain_docs(w, cfg)], "web": web_pages(w, cfg)}
-    from nanotrain.tinyworld_chat import build_chat  # (lazy: tinyworld_chat imports this module)
-    files.update(build_chat(w, cfg)[0])
-    files = {stem: files[stem] for stem in FILES}
-    for stem, records in files.items():
-        write_jsonl(out / f"{stem}.jsonl", records)
-    return files

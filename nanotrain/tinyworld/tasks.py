@@ -1,14 +1,14 @@
 """Tinyworld chat tasks: every prompt the generator can emit, each with a Spec.
 
-A Spec holds the oracle answer and what a gold scorer (nanotrain/gold.py) needs to judge any other answer. Answers
-are one or two short sentences in one consistent style, and repeat the question's subject ("Lena's bicycle is red."),
+A Spec holds the oracle answer and what the gold scorer (gold.py) needs to judge any other answer. Answers are one
+or two short sentences in one consistent style, and repeat the question's subject ("Lena's bicycle is red."),
 the same shape as the pretraining sentences. ``Tasks(world)`` turns (task, subject, template) into a Spec and
 remembers every Spec it made, keyed by prompt text; ``Tasks.enumerate_all()`` makes every single-subject prompt of
 every template (what the gold scorer looks prompts up in). The question and answer templates, the harmful and
 borderline requests, refusals, small talk and story tasks are the tables below.
 
-nanotrain/tinyworld_chat.py samples from these tasks to build the instruction, preference, feedback and evaluation
-files; nanotrain/tinyworld.py holds the entities and facts they are about.
+chat.py samples from these tasks to build the instruction, preference, feedback and evaluation files; world.py
+holds the entities and facts they are about.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from nanotrain.tinyworld import (AGES, COLOURS, DAYS, FOODS, FURS, ITEMS, JOBS, LANDMARKS, SPECIES, WEATHER, Animal,
-                                 Person, World, a, names_list, person_slots, story_slots)
+from nanotrain.tinyworld.world import (AGES, COLOURS, DAYS, FOODS, FURS, ITEMS, JOBS, LANDMARKS, SPECIES, WEATHER,
+                                       Animal, Person, World, a, names_list, person_slots, story_slots)
 
 
 @dataclass

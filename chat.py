@@ -21,7 +21,7 @@ import torch
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
-from nanotrain.runtime import setup_runtime
+from nanotrain.runtime import precision, setup_runtime
 
 
 @dataclass
@@ -64,7 +64,7 @@ def stream_reply(model, tok, ids: list[int], max_new_tokens: int, temperature: f
     device = next(model.parameters()).device
     x = torch.tensor([ids], dtype=torch.long, device=device)
     out, shown = [], ""
-    ctx = autocast() if autocast is not None else torch.autocast(device.type, enabled=False)
+    ctx = precision(autocast, device)
     with ctx:
         for nxt in model.generate_stream(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                          stop_token=tok.end, pad_id=tok.pad, generator=generator):
@@ -84,7 +84,7 @@ def stream_reply(model, tok, ids: list[int], max_new_tokens: int, temperature: f
 
 
 def main(argv=None) -> list[str]:
-    cfg = parse_config(ChatConfig, argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(ChatConfig, argv, description=__doc__.split("\n\n")[0], show=False)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     stages = ("pretrain", "sft", "rlhf") if cfg.adapter else ("sft", "rlhf")
     model, tok, _ = load_model(cfg.init, stages=stages, device=rt.device)

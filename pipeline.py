@@ -96,14 +96,13 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
 # The real-data preset: GPT-2 124M, pretrained on TinyStories (or FineWeb-Edu), instruction-tuned on Alpaca (or
 # LIMA / Dolly / OASST), a reward model and DPO and PPO on HH-RLHF. GPU sizes per process; --tiny shrinks every stage
 # to seconds on a CPU so the same path is tested with the samples in ../shared/data.
-REAL_GPU = {
+REAL_GPU = {  # every stage's --preset gpt2 holds GPT-2 124M's architecture and recipe; these are the extra flags
     "model": ["--preset", "gpt2"],
-    "pretrain": ["--batch-size", "16", "--grad-accum", "32", "--steps", "2000", "--lr", "6e-4", "--warmup", "100",
-                 "--eval-every", "250", "--save-every", "250"],
+    "pretrain": [],
     "sft": ["--preset", "gpt2"],
-    "rm": ["--batch-size", "16", "--steps", "1000", "--lr", "1e-5", "--warmup", "50", "--eval-every", "200"],
-    "dpo": ["--batch-size", "16", "--steps", "1000", "--lr", "5e-7", "--beta", "0.1", "--eval-limit", "0"],
-    "ppo": ["--steps", "200", "--rollout-batch", "64", "--max-new-tokens", "128", "--eval-limit", "0"],
+    "rm": ["--preset", "gpt2"],
+    "dpo": ["--preset", "gpt2"],
+    "ppo": ["--preset", "gpt2"],
 }
 REAL_TINY = {
     "model": ["--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--block-size", "128"],

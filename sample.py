@@ -39,7 +39,7 @@ class SampleConfig:
 
 
 def main(argv=None) -> list[str]:
-    cfg = parse_config(SampleConfig, argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(SampleConfig, argv, description=__doc__.split("\n\n")[0], show=False)
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     model, tok, ckpt = load_model(cfg.init, stages=("pretrain", "sft", "rlhf"), device=rt.device)
     model.eval()

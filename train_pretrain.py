@@ -20,7 +20,7 @@ from nanotrain.checkpoint import check_tokenizer, load_checkpoint, make_checkpoi
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, run_script
-from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
+from nanotrain.gpt import GPT, PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -32,11 +32,12 @@ class PretrainConfig(TrainConfig):
                                 "pytorch_model.bin, needs GPT-2-tokenized data)")
     data: str = flag("data/tinyworld/tokens", "folder with train.bin, val.bin, meta.json (data/prepare_pretrain.py)")
     out: str = flag("out/pretrain", "output folder")
-    preset: str = flag("tiny", f"model size when starting from scratch: {' | '.join(PRESETS)}")
-    block_size: int = flag(0, "context length (0: the preset's)")
-    n_layer: int = flag(0, "override the preset's number of layers (0: the preset's)")
-    n_head: int = flag(0, "override the preset's number of heads (0: the preset's)")
-    n_embd: int = flag(0, "override the preset's width (0: the preset's)")
+    preset: str = flag("tiny", f"run size: {' | '.join(ARCH)}; sets the architecture (and for gpt2 sizes the "
+                               f"training recipe) of every flag not given")
+    block_size: int = flag(ARCH["tiny"]["block_size"], "context length (from scratch)")
+    n_layer: int = flag(ARCH["tiny"]["n_layer"], "transformer blocks (from scratch)")
+    n_head: int = flag(ARCH["tiny"]["n_head"], "attention heads (from scratch)")
+    n_embd: int = flag(ARCH["tiny"]["n_embd"], "width (from scratch)")
     attn: str = flag("auto", "attention path: auto | explicit | sdpa | triton")
     dropout: float = flag(0.0, "dropout (from scratch only)")
     steps: int = flag(450, "optimizer steps (the default fits the built-in world into ~5 minutes on 2 CPU cores)")
@@ -48,12 +49,32 @@ class PretrainConfig(TrainConfig):
     save_every: int = flag(100, "checkpoint every this many steps")
 
 
+# What --preset sets, for every flag not given. GPT-2 sizes: ~0.5M tokens per optimizer step (16 x 1024 tokens x 32
+# micro-batches per process; divide --grad-accum by the number of GPUs), as GPT-2 and nanoGPT train.
+GPT2_RECIPE = dict(batch_size=16, grad_accum=32, steps=2000, lr=6e-4, warmup=100, eval_every=250, save_every=250)
+PRESETS = {"tiny": {}, "small": ARCH["small"], "gpt2": {**ARCH["gpt2"], **GPT2_RECIPE},
+           "gpt2-medium": {**ARCH["gpt2-medium"], **GPT2_RECIPE}}
+
+
+def defaults(cfg: PretrainConfig, given: set) -> dict:
+    if cfg.preset not in PRESETS:
+        raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
+    return PRESETS[cfg.preset]
+
+
+def context_length(cfg: PretrainConfig) -> int:
+    """The model's block size, known before it is built: the data are windows of that many tokens."""
+    if cfg.init == "scratch":
+        return cfg.block_size
+    if cfg.init.startswith("hf:"):
+        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
+        return sd.get("transformer.wpe.weight", sd.get("wpe.weight")).shape[0]
+    return load_checkpoint(cfg.init, stages=("pretrain",), mmap=True)["model_config"]["block_size"]
+
+
 def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
     if cfg.init == "scratch":
-        if cfg.preset not in PRESETS:
-            raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
-        arch = dict(PRESETS[cfg.preset])
-        arch.update({k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd") if getattr(cfg, k)})
+        arch = {k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd")}
         return GPT(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab), dropout=cfg.dropout, attn=cfg.attn))
     if cfg.init.startswith("hf:"):
         if tok.name != "gpt2":
@@ -68,19 +89,19 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(PretrainConfig, argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(PretrainConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    # --- data
+    # --- data: random windows of the token stream, as long as the model's context
     data_dir = Path(cfg.data)
     meta = token_meta(data_dir)
     tok = Tokenizer.from_dict(meta["tokenizer"])
-    # --- model
-    model = build_model(cfg, tok, data_dir).to(rt.device)
-    T = model.config.block_size
+    T = context_length(cfg)
     train = TokenBin(data_dir / "train.bin", T, cfg.batch_size, rt.device, cfg.seed, rt.rank, rt.world,
                      cfg.grad_accum)
     val = TokenBin(data_dir / "val.bin", T, cfg.batch_size, rt.device, cfg.seed)
+    # --- model
+    model = build_model(cfg, tok, data_dir).to(rt.device)
     if rt.master:
         print(f"model: {model.num_params() / 1e6:.2f}M parameters, {model.config}; data: {meta['train_tokens']:,} "
               f"train tokens ({tok.name}); {cfg.steps} steps x {cfg.batch_size * cfg.grad_accum * rt.world * T:,} "
@@ -102,7 +123,7 @@ def main(argv=None) -> dict:
     metrics = train_loop(rt, cfg, model, get_batch=train.batch, loss_fn=loss_fn, eval_fn=eval_fn,
                          checkpoint_fn=checkpoint_fn, tokens_per_micro=cfg.batch_size * T,
                          flops_per_token=model.flops_per_token(T))
-    # --- report
+    # --- save (train_loop wrote the checkpoint; no held-out figure is measured after training here)
     if rt.master and "val_loss" in metrics:
         print(f"val loss {metrics['val_loss']:.3f} nats vs unigram entropy {meta['unigram_entropy']:.3f} nats "
               f"(a model that knows only token frequencies); checkpoint: {Path(cfg.out) / 'ckpt.pt'}")

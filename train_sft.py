@@ -23,7 +23,6 @@ and acc_zh / chance_zh (questions in Chinese after English-only SFT: cross-lingu
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
-from nanotrain.checkpoint import atomic_save, check_tokenizer, load_checkpoint, make_checkpoint
+from nanotrain.checkpoint import add_metrics, check_tokenizer, load_checkpoint, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
@@ -55,8 +54,8 @@ class SFTConfig(TrainConfig):
     world: str = flag("auto", "world folder for gold-scored evaluation: auto (the --data folder if it holds "
                               "world.json) | PATH | none")
     out: str = flag("out/sft", "output folder")
-    preset: str = flag("tiny", "training defaults: tiny (CPU, built-in world) | gpt2 (GPT-2 size on a GPU, real "
-                               "data); a preset replaces only flags left at their default")
+    preset: str = flag("tiny", "run size: tiny (CPU, built-in world) | gpt2 (GPT-2 size on a GPU, real data); sets "
+                               "the training recipe of every flag not given")
     reinit: bool = flag(False, "control run: keep the init checkpoint's architecture and tokenizer but start from "
                                "random weights (what pretraining contributed = the difference)")
     lora_rank: int = flag(0, "LoRA rank r (0: full fine-tuning)")
@@ -73,12 +72,12 @@ class SFTConfig(TrainConfig):
                                    "matrix) | new (also freeze the pretrained rows of tokens the SFT data contains); "
                                    "see main(). With --reinit no row was pretrained: all of them train")
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
-    max_len: int = flag(0, "longest conversation in tokens (0: the model's block size); longer ones lose whole "
-                           "turns from the end, or are skipped if their first reply does not fit")
-    steps: int = flag(0, "optimizer steps (0: the preset's, for full fine-tuning or LoRA)")
+    max_len: int | None = flag(None, "longest conversation in tokens (none: the model's block size); longer ones lose "
+                                     "whole turns from the end, or are skipped if their first reply does not fit")
+    steps: int = flag(300, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
-    lr: float = flag(0.0, "peak learning rate (0: the preset's, for full fine-tuning or LoRA; LoRA wants ~20x more: "
-                          "its few weights start at zero)")
+    lr: float = flag(5e-4, "peak learning rate (default: the preset's, for full fine-tuning or LoRA; LoRA wants ~20x "
+                           "more: its few weights start at zero)")
     warmup: int = flag(15, "linear warmup steps")
     weight_decay: float = flag(0.0, "AdamW weight decay on weight matrices")
     eval_every: int = flag(100, "held-out loss every this many steps")
@@ -93,58 +92,50 @@ class SFTConfig(TrainConfig):
     replay_weight: float = flag(1.0, "weight of the replayed text's loss beside the SFT loss")
 
 
-# Training defaults per preset. "gpt2": fine-tune GPT-2 124M (or a GPT-2-size pretrain checkpoint) on a real
-# instruction set such as LIMA on a GPU: LIMA's recipe (small lr, several epochs over 1k examples), packed 1024-token
-# rows, 32 rows per optimizer step (per process: adjust --grad-accum for the number of GPUs).
+# What --preset sets, for every flag not given. "gpt2": fine-tune GPT-2 124M (or a GPT-2-size pretrain checkpoint) on a
+# real instruction set such as LIMA on a GPU: LIMA's recipe (small lr, several epochs over 1k examples), packed
+# 1024-token rows, 32 rows per optimizer step (per process: adjust --grad-accum for the number of GPUs).
 PRESETS = {
     "tiny": {},
     "gpt2": dict(batch_size=8, grad_accum=4, warmup=30, eval_every=50, save_every=100, eval_limit=100,
-                 max_new_tokens=256),
+                 max_new_tokens=256, steps=300, lr=2e-5),
 }
-# Peak learning rates and optimizer steps (full fine-tuning, LoRA) per preset. On the built-in world after the default
-# 450-step pretraining, full fine-tuning for 150 steps (2.2 epochs of the packed rows) ends at held-out loss 0.71 and
-# 0.56 gold helpfulness, with garbled refusals ("I can't help with buing Lucas"); 300 steps reach 0.27 and 0.74, and
-# the Chinese questions rise above chance (0.02 -> 0.13; chance 0.08); a higher rate instead (1e-3 / 2e-3 at 150
-# steps) gives 0.62 / 0.64. The price: split-B facts stated whoever is named (acc_b_fact) fall from 0.15 to 0.05, as
-# the model answers more questions with a split-A person's facts (README, stage 2). LoRA rank 8 on every linear layer
-# of the blocks plus the token matrix (3.8% of the weights) at 1e-2 reaches 0.51 at 200 steps, 0.63 at 400 and 0.68
-# at 600 (91% of full fine-tuning's 0.74; held-out loss 0.30 vs 0.27; 5e-3: worse; 2e-2 diverges; without the token
-# matrix 0.42 at 200). A LoRA step costs what a full one does on a CPU at this size, so LoRA's default takes 2x longer.
-LEARNING_RATES = {"tiny": (5e-4, 1e-2), "gpt2": (2e-5, 2e-4)}
-STEPS = {"tiny": (300, 600), "gpt2": (300, 300)}
+# LoRA's own steps and peak learning rate per preset: its update starts at zero and trains 4% of the weights, so it
+# wants a ~20x higher rate, and on the built-in world twice the steps (RESULTS.md, stage 2).
+LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 
 
-def apply_preset(cfg: SFTConfig) -> SFTConfig:
+def defaults(cfg: SFTConfig, given: set) -> dict:
     if cfg.preset not in PRESETS:
         raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
-    defaults = {f.name: f.default for f in dataclasses.fields(SFTConfig)}
-    changes = {k: v for k, v in PRESETS[cfg.preset].items() if getattr(cfg, k) == defaults[k]}
-    lora = cfg.lora_rank > 0
-    if cfg.lr == 0:
-        changes["lr"] = LEARNING_RATES[cfg.preset][lora]
-    if cfg.steps == 0:
-        changes["steps"] = STEPS[cfg.preset][lora]
-    return dataclasses.replace(cfg, **changes)
+    return {**PRESETS[cfg.preset], **(LORA[cfg.preset] if cfg.lora_rank > 0 else {})}
 
 
-def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer, Path | None]:
-    """The model to fine-tune, its tokenizer, and the token folder (data/prepare_pretrain.py's output) it was
-    pretrained on when --init is a nanotrain pretrain checkpoint (None for GPT-2's released weights or an sft one)."""
-    pretrained_on = None
+def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:
+    """What the data needs to know of the model before it is built: its tokenizer, its context length, and the token
+    folder (data/prepare_pretrain.py's output) it was pretrained on when --init is a nanotrain pretrain checkpoint
+    (None for GPT-2's released weights or an sft one). The weights are not read here (memory-mapped)."""
     if cfg.init.startswith("hf:"):
-        tok = Tokenizer.gpt2()
+        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
+        wpe = sd.get("transformer.wpe.weight", sd.get("wpe.weight"))
+        return Tokenizer.gpt2(), (wpe.shape[0] if wpe is not None else 1024), None
+    ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"), mmap=True)
+    pretrained_on = Path(ckpt["data"]) if ckpt["stage"] == "pretrain" and "data" in ckpt else None
+    return Tokenizer.from_dict(ckpt["tokenizer"]), ckpt["model_config"]["block_size"], pretrained_on
+
+
+def build_model(cfg: SFTConfig, tok: Tokenizer) -> GPT:
+    """The model to fine-tune: --init's weights, or with --reinit its architecture from random weights."""
+    if cfg.init.startswith("hf:"):
         sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
         model = GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab))
     else:
         ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
-        tok = Tokenizer.from_dict(ckpt["tokenizer"])
         model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
-        if ckpt["stage"] == "pretrain" and "data" in ckpt:
-            pretrained_on = Path(ckpt["data"])
     if cfg.reinit:  # same architecture, fresh GPT-2 initialisation (seeded by setup_runtime)
         model = GPT(model.config)
-    return model, tok, pretrained_on
+    return model
 
 
 def world_dir(cfg: SFTConfig) -> Path | None:
@@ -210,15 +201,12 @@ def held_out_figures(model, tok, cfg, val_prompts, world, gold, autocast, only_w
 
 
 def main(argv=None) -> dict:
-    cfg = apply_preset(parse_config(SFTConfig, argv, description=__doc__.split("\n\n")[0]))
+    cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
-    # --- model (first: the tokenizer comes with it)
-    model, tok, pretrained_on = build_model(cfg)
-    model = model.to(rt.device)
-    T = model.config.block_size
-    max_len = min(cfg.max_len or T, T)
-    # --- data
+    # --- data: conversations in the init model's chat template, at most its context long
+    tok, block_size, pretrained_on = init_info(cfg)
+    max_len = min(cfg.max_len or block_size, block_size)
     train_convs = load_conversations(cfg.data, cfg.format)
     val_convs = load_conversations(cfg.val_data, "auto")
     train_ex, skipped = encode_conversations(train_convs, tok, max_len + 1)  # +1: inputs and targets are shifted
@@ -228,42 +216,32 @@ def main(argv=None) -> dict:
     train = SFTBatches(train_ex, cfg.batch_size, tok.pad, max_len if cfg.pack else None, rt.device, cfg.seed,
                        rt.rank, rt.world, cfg.grad_accum)
     val = SFTBatches(val_ex, cfg.batch_size, tok.pad, None, rt.device, cfg.seed)
-    replay = replay_batches(cfg, tok, pretrained_on, rt, T)
+    replay = replay_batches(cfg, tok, pretrained_on, rt, block_size)
     world = world_dir(cfg)
     gold = None
     if world is not None and rt.master and cfg.eval_limit > 0:
         from nanotrain.tinyworld.gold import Gold
         gold = Gold.load(world)
     val_prompts, _ = prompts_and_replies(val_convs)
-
-    # --- before training: how often does the initial model end its turn? (the pretrained model never saw <|end|>)
-    metrics0 = {}
+    # --- model
+    model = build_model(cfg, tok).to(rt.device)
+    metrics0 = {}  # before training: how often does the initial model end its turn? (pretraining never saw <|end|>)
     if rt.master:
         fig0 = held_out_figures(model, tok, cfg, val_prompts, world, gold, rt.autocast, only_wellformed=True)
         metrics0 = {f"{k}_init": v for k, v in fig0.items()}
     flops = model.flops_per_token(max_len)
-    specials = sorted(tok.special_ids.values())
-    # Forgetting, measured on the built-in world (python train_sft.py [flags] --out /tmp/x; the README's stage-2
-    # table). SFT conversations name only split-A people. With every row of the token matrix trainable, each step
-    # raised their names' output rows and pushed down everyone else's, so the model answered "Where does Pablo
-    # live?" with "Neil lives in Dunmore." (split B's fact, a split-A name: acc_b 0%); the pretrained model ranks
-    # the right town first for 88% of split-B people (" Pablo lives in ...", bench/bench_knowledge.py), that SFT
-    # model for 17%, the default's for 67%. --embeddings seen (the default) freezes the pretrained rows of every
-    # token the SFT data never contains: gradients only ever push them down. With the chat template's space before
-    # a reply (tokenizer.py), which makes a reply's first name the token of the question, the model then names the
-    # person asked about: acc_b 20% (seed 0; 21% on seeds 0 and 1 with 5% harmful requests in the data; chance 8%).
-    # --embeddings new also freezes the pretrained rows the SFT data does use; --replay-rows N adds pretraining
-    # text, where split-B names are targets too. LoRA without its token-matrix update (--no-lora-embedding) freezes
-    # the whole token matrix and loses helpfulness.
-    embeddings = cfg.embeddings
-    if embeddings not in ("all", "new", "seen"):
+    # Which weights train. SFT conversations name only split-A people, and AdamW pushes down the output row of every
+    # token they never contain at every step; with the tied embedding that row is also the token's input, so with
+    # the whole token matrix trainable the model stops naming anyone SFT never showed (RESULTS.md, stage 2).
+    # --embeddings seen (the default) freezes those rows; new also freezes the pretrained rows SFT does use.
+    if cfg.embeddings not in ("all", "new", "seen"):
         raise ValueError(f"--embeddings must be all, new or seen, not {cfg.embeddings!r}")
-    frozen_rows = embeddings != "all" and not cfg.reinit and cfg.lora_rank == 0  # LoRA: --lora-token-rows
-    if embeddings == "new" and cfg.lora_rank > 0:
+    frozen_rows = cfg.embeddings != "all" and not cfg.reinit and cfg.lora_rank == 0  # LoRA: --lora-token-rows
+    if cfg.embeddings == "new" and cfg.lora_rank > 0:
         raise ValueError("--embeddings new is for full fine-tuning; LoRA freezes the token matrix itself (see "
                          "--lora-token-rows and --no-lora-embedding)")
     if cfg.lora_rank > 0:
-        rows = specials if cfg.lora_token_rows else None
+        rows = sorted(tok.special_ids.values()) if cfg.lora_token_rows else None
         inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.rslora, cfg.lora_targets, rows,
                     cfg.lora_embedding)
     elif frozen_rows:
@@ -311,7 +289,7 @@ def main(argv=None) -> dict:
     metrics = train_loop(rt, cfg, model, get_batch=get_batch, loss_fn=loss_fn, eval_fn=eval_fn,
                          checkpoint_fn=checkpoint_fn, tokens_per_micro=int(cfg.batch_size * train.tokens_per_row),
                          flops_per_token=flops)
-    # --- held-out evaluation, written into the checkpoint that training already saved
+    # --- save: the held-out figures, added to the checkpoint training wrote
     out = Path(cfg.out)
     if rt.master:
         if cfg.lora_rank > 0:
@@ -319,10 +297,7 @@ def main(argv=None) -> dict:
         if wrapped:
             merge_lora(model)  # same function, no extra matmuls while generating
         figs = held_out_figures(model, tok, cfg, val_prompts, world, gold, rt.autocast)
-        ckpt = load_checkpoint(out / "ckpt.pt", stages=("sft",))
-        ckpt["metrics"].update(figs)
-        atomic_save(ckpt, out / "ckpt.pt")
-        metrics = ckpt["metrics"]
+        metrics = add_metrics(out / "ckpt.pt", figs, stages=("sft",))
         report = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("val_loss", "wellformed_init", "wellformed", "helpful",
                                                                "acc_b", "acc_b_fact", "chance_b", "acc_zh",
                                                                "chance_zh")

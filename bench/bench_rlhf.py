@@ -21,22 +21,7 @@ its one-time cost per pair, and pairs/s counting it once per epoch. TRL, transfo
 install (pip install trl transformers datasets; measured with trl 1.16.0, transformers 5.24.0, torch 2.13.0 CPU);
 without them the TRL rows are skipped with one line and ours still print.
 
-Measured 2026-11-25 on this machine's CPU (Xeon, 2 cores shared with other jobs, so a row can move by up to 40% between runs), 1 thread,
-with the first command above (PPO: the pipeline's trained out/sft and out/rm_helpful):
-
-    PPO, 32 prompts, 15 answer tokens on average, 2 epochs of minibatches of 16: 5.89 s per iteration = 5.3 SFT steps;
-    rollout 0.89 s (15%), scoring 1.19 s (20%: reward model 0.25, reference 0.31, policy/values/GAE 0.63),
-    training 3.80 s (65%).
-
-    DPO, pairs/s (s/step)                fp32                     bf16 autocast
-    nanotrain                            0.83 (9.7 s)             0.48 (16.8 s)
-    TRL like for like                    0.37 (21.7 s) -> 2.2x    0.26 (30.4 s) -> 1.8x
-    TRL defaults                         0.27 (29.9 s) -> 3.1x    0.20 (40.7 s) -> 2.4x
-    reference pass, s/pair: ours 0.45 (fp32), TRL 0.78; counting it, ours is 2.1x TRL like for like (fp32).
-    Two more --part dpo --no-bf16 runs, fp32, ours vs TRL like for like: 0.78 vs 0.26 pairs/s (3.0x) and 0.82 vs
-    0.37 (2.2x; 1.95x counting the reference pass once per epoch). Rerun 2026-12-01 (--part dpo --no-bf16, 1 thread,
-    the machine slower that day for both): ours 0.57 pairs/s, TRL like for like 0.22 (2.57x; 2.37x counting the
-    reference pass), TRL defaults 0.18 (3.21x; 2.41x).
+Figures: RESULTS.md, benchmarks.
 
 Why TRL is slower here: its fused LM head (trl.kernels.chunked_logprob) runs on CPU as torch ops over tiles of every
 position, not only the response's (Triton, which scores only the labelled positions, is for GPUs), recomputes each

@@ -37,7 +37,7 @@ from nanotrain.cli import flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.errors import run_script
 from nanotrain.rouge import rouge_l_tokens, tokenize
-from nanotrain.runtime import setup_runtime
+from nanotrain.runtime import precision, setup_runtime
 from nanotrain.sampling import generate_replies, left_pad
 
 # Instructions that need a modality a text model lacks (the paper's filter list).
@@ -178,7 +178,7 @@ def make_completer(model, tok, chat: bool, max_new_tokens: int, temperature: flo
         limit = model.config.block_size - max_new_tokens
         seqs = [([tok.eot] + tok.encode(p))[-limit:] for p in prompts]
         idx, mask = left_pad(seqs, tok.pad, device)
-        with autocast() if autocast else torch.autocast(device.type, enabled=False):
+        with precision(autocast, device):
             out = model.generate(idx, max_new_tokens, temperature=temperature, top_p=top_p, stop_token=tok.eot,
                                  pad_mask=mask, pad_id=tok.pad, generator=generator)
         return [tok.decode(row) for row in out.tolist()]

@@ -32,8 +32,9 @@ def atomic_save(obj, path) -> None:
     os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
 
 
-def load_checkpoint(path, stages: tuple[str, ...] | None = None) -> dict:
-    """Load a checkpoint, checking that it exists, is readable, and comes from one of ``stages``.
+def load_checkpoint(path, stages: tuple[str, ...] | None = None, mmap: bool = False) -> dict:
+    """Load a checkpoint, checking that it exists, is readable, and comes from one of ``stages``. With ``mmap`` the
+    weights stay on disk until read: a cheap way to learn a checkpoint's tokenizer and architecture.
 
     Every failure is one sentence naming the file and what to do.
     """
@@ -43,7 +44,7 @@ def load_checkpoint(path, stages: tuple[str, ...] | None = None) -> dict:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: run the stage that writes it first, or pass --init")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -55,6 +56,15 @@ def load_checkpoint(path, stages: tuple[str, ...] | None = None) -> dict:
         raise CheckpointError(f"{path} is a '{ckpt['stage']}' checkpoint, but this needs one from "
                          f"{' or '.join(repr(s) for s in stages)}")
     return ckpt
+
+
+def add_metrics(path, figures: dict, stages: tuple[str, ...] | None = None) -> dict:
+    """Write figures measured after training (held-out evaluations) into the checkpoint training saved; returns its
+    metrics. The checkpoint is on disk first, so an evaluation that crashes never costs the trained weights."""
+    ckpt = load_checkpoint(path, stages)
+    ckpt["metrics"].update(figures)
+    atomic_save(ckpt, path)
+    return ckpt["metrics"]
 
 
 def make_checkpoint(stage: str, model, tokenizer, train_config: dict, step: int, metrics: dict, **extra) -> dict:

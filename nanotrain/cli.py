@@ -7,11 +7,18 @@ A field's help text is given with ``flag(default, "help")``. Underscores become 
     class Config:
         steps: int = flag(100, "optimizer steps")
     cfg = parse_config(Config)
+
+Defaults come from one place each: the dataclass field, or, for a flag the user did not pass, the script's
+``defaults(cfg, given)`` function (a preset's value, an algorithm's, or one derived from another flag such as
+``--name safe`` -> ``--out out/rm_safe``). A flag given on the command line is never overridden. The resolved
+configuration is printed (every value that differs from its field's default, with where it came from) and every
+script stores it in its checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 
@@ -32,21 +39,53 @@ def _parser_for(tp):
     return tp
 
 
-def parse_config(cls, argv=None, description: str | None = None):
-    """Parse ``argv`` (default: sys.argv) into an instance of dataclass ``cls``."""
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _parser(cls, description: str | None, suppress: bool) -> argparse.ArgumentParser:
+    """The argparse parser of dataclass ``cls``; with ``suppress``, flags not on the command line stay unset (how
+    parse_config tells which flags the user gave)."""
     hints = typing.get_type_hints(cls)
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
         name = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = argparse.SUPPRESS if suppress else _default(f)
         tp = hints[f.name]
-        helptext = f.metadata.get("help", " ")
+        helptext = f.metadata.get("help", " ").replace("%", "%%")  # argparse formats help with %
         if tp is bool or tp == (bool | None):
             ap.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=helptext)
         else:
             ap.add_argument(name, type=_parser_for(tp), default=default, help=helptext, metavar=f.name.upper())
-    ns = ap.parse_args(argv)
-    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    return ap
+
+
+def parse_config(cls, argv=None, description: str | None = None, defaults=None, show: bool = True):
+    """Parse ``argv`` (default: sys.argv) into an instance of dataclass ``cls``.
+
+    ``defaults(cfg, given) -> dict`` supplies values for flags the user did not pass (``given``: the names of the
+    fields set on the command line); entries for given flags are ignored. ``show``: print the resolved configuration
+    (programs whose output is the model's words, chat.py and sample.py, do not)."""
+    ns = _parser(cls, description, suppress=False).parse_args(argv)
+    given = set(vars(_parser(cls, description, suppress=True).parse_args(argv)))
+    cfg = cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+    resolved = {k: v for k, v in (defaults(cfg, given) if defaults else {}).items() if k not in given}
+    cfg = dataclasses.replace(cfg, **resolved)
+    if show and int(os.environ.get("RANK", 0)) == 0:
+        print(describe_config(cfg, given, set(resolved)))
+    return cfg
+
+
+def describe_config(cfg, given: set = frozenset(), resolved: set = frozenset()) -> str:
+    """One line: every field whose value is not its dataclass default, marked "(given)", or "(derived)" when a preset
+    or an algorithm chose it."""
+    parts = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if v != _default(f) or f.name in given:
+            src = " (given)" if f.name in given else " (derived)" if f.name in resolved else ""
+            parts.append(f"{f.name}={v!r}{src}")
+    return f"config: {', '.join(parts) or 'all defaults'}"
 
 
 def config_dict(cfg) -> dict:

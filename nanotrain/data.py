@@ -3,6 +3,9 @@
 - ``read_jsonl``: JSONL (optionally .gz), one record per line; a malformed line raises ``DataError`` naming the file
   and the line number.
 - ``read_texts``: documents from plain .txt (one document per file) or JSONL(.gz) with a "text" field.
+- ``read_prompts``: the prompts of a JSONL file (PPO, online DPO).
+- ``batch_indices``: which examples a micro-batch of a step reads: epochs of seeded permutations, a pure function of
+  the step (DPO, KTO, PPO's prompts).
 - ``token_meta``: a token folder's meta.json (its tokenizer, token counts), with a clear error when it is missing.
 - ``TokenBin``: the uint16 token stream written by data/prepare_pretrain.py, served as random windows. The windows of
   optimizer step ``s`` are a pure function of (seed, s), and each DDP rank takes its own slice of the same global
@@ -63,6 +66,33 @@ def read_texts(path):
     else:
         with open_text(path) as f:
             yield f.read()
+
+
+def read_prompts(path) -> tuple[list, list | None]:
+    """Prompts (and their "harmful" labels, None unless every record has one) from a JSONL of {"prompt", ...}: what
+    PPO and online DPO sample answers to."""
+    prompts, harmful = [], []
+    for _, rec in read_jsonl(path, required=("prompt",)):
+        prompts.append(rec["prompt"])
+        harmful.append(rec.get("harmful"))
+    if not prompts:
+        raise DataError(f"{path}: no prompts")
+    return prompts, (harmful if all(h is not None for h in harmful) else None)
+
+
+def batch_indices(n: int, step: int, micro: int, batch_size: int, grad_accum: int = 1, rank: int = 0,
+                  world: int = 1, seed: int = 0) -> list[int]:
+    """The examples of micro-batch ``micro`` of optimizer step ``step`` on ``rank``: a pure function of its arguments
+    (so a resumed run sees the same data). The data is read in epochs, each a fresh permutation seeded by
+    (seed, epoch); one optimizer step consumes batch_size * grad_accum * world consecutive examples of that stream,
+    and each rank takes its own slice."""
+    per_step = batch_size * grad_accum * world
+    first = step * per_step + (rank * grad_accum + micro) * batch_size
+    out = []
+    for pos in range(first, first + batch_size):
+        epoch, i = divmod(pos, n)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i]))
+    return out
 
 
 def token_meta(folder: str | Path) -> dict:

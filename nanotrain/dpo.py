@@ -14,7 +14,10 @@ All four compare the policy's log-likelihood of a response with a frozen referen
   KL from the reference estimated on the batch with mismatched prompt/completion pairs (not back-propagated).
 
 The reference log-probabilities never change, so they are computed once, before training, and stored with the
-data (``reference_logprobs``): no reference model sits in memory during DPO or KTO.
+data (``reference_logprobs``): no reference model sits in memory during DPO or KTO. A training step is then an
+ordinary supervised step through trainer.train_loop: ``PairData`` / ``FeedbackData`` serve the batches and
+``dpo_loss_fn`` / ``kto_loss_fn`` turn one into a loss. The file reads top-down: tokenizing, the losses, the data, the
+step.
 
     python train_rlhf.py --algo dpo            # offline DPO on data/tinyworld/prefs_{helpful,safe}_train.jsonl
     python train_rlhf.py --algo kto            # KTO on data/tinyworld/feedback_train.jsonl
@@ -22,13 +25,28 @@ data (``reference_logprobs``): no reference model sits in memory during DPO or K
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanotrain.sampling import as_messages, left_pad
+from nanotrain.cli import flag
+from nanotrain.data import batch_indices
+from nanotrain.errors import DataError
+from nanotrain.runtime import precision
+from nanotrain.sampling import as_messages
+
+
+@dataclass
+class DPOConfig:
+    """The hyperparameters of DPO, IPO, cDPO and KTO (train_rlhf.py exposes them as flags; beta is shared with PPO)."""
+    loss_type: str = flag("dpo", "dpo | ipo")
+    label_smoothing: float = flag(0.1, "conservative DPO: assumed share of flipped labels (0: plain DPO eq. 7)")
+    nll_weight: float = flag(2.0, "DPO/IPO: add this times the chosen answers' NLL per token (Llama 3, RPO; 0: none)")
+    lambda_d: float | None = flag(None, "KTO weight of desirable examples (none, with --lambda-u none: set from the "
+                                        "data's imbalance, as the KTO paper advises; else none means 1)")
+    lambda_u: float | None = flag(None, "KTO weight of undesirable examples (see --lambda-d)")
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenizing preference data
@@ -89,24 +107,9 @@ def reference_logprobs(model, rows, pad_id: int, batch_size: int = 32, autocast=
     for s in range(0, len(rows), batch_size):
         chunk = order[s:s + batch_size]
         idx, tgt = collate([rows[i] for i in chunk], pad_id, device)
-        with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
+        with precision(autocast, device):
             out[chunk] = sequence_logprobs(model, idx, tgt).float().cpu()
     model.train(was_training)
-    return out
-
-
-def batch_indices(n: int, step: int, micro: int, batch_size: int, grad_accum: int = 1, rank: int = 0,
-                  world: int = 1, seed: int = 0) -> list[int]:
-    """The examples of micro-batch ``micro`` of optimizer step ``step`` on ``rank``: a pure function of its arguments
-    (so a resumed run sees the same data). The data is read in epochs, each a fresh permutation seeded by
-    (seed, epoch); one optimizer step consumes batch_size * grad_accum * world consecutive examples of that stream,
-    and each rank takes its own slice."""
-    per_step = batch_size * grad_accum * world
-    first = step * per_step + (rank * grad_accum + micro) * batch_size
-    out = []
-    for pos in range(first, first + batch_size):
-        epoch, i = divmod(pos, n)
-        out.append(int(np.random.default_rng([seed, epoch]).permutation(n)[i]))
     return out
 
 
@@ -193,43 +196,122 @@ def kto_lambdas(n_desirable: int, n_undesirable: int, lambda_d: float = 1.0, lam
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# AI feedback (RLAIF): preference pairs built from the model's own samples, judged by a model instead of a person.
-# Iterative online DPO (as in Self-Rewarding LMs, Yuan et al. 2024) repeats: sample, judge, train one DPO round
-# with the model at the round's start as the reference.
-
-JUDGE_TEMPLATE = ("Here is a question and an answer.\n\nQuestion: {prompt}\n\nAnswer: {answer}\n\nIs the answer "
-                  "correct, polite and helpful? Reply Yes or No.")
+# The data: tokenized examples with their reference log-probabilities, computed once
 
 
-@torch.no_grad()
-def self_judge(model, tok, prompts, answers, batch_size: int = 64, autocast=None) -> torch.Tensor:
-    """The model as its own judge (RL from AI feedback: Bai et al. 2022, "Constitutional AI", §4): the log-odds of
-    "Yes" over "No" as the first word of its reply to a judging prompt. (N,) scores; higher = judged better."""
-    yes, no = tok.encode_message("Yes")[0], tok.encode_message("No")[0]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        rendered = [tok.render_prompt([{"role": "user", "content": JUDGE_TEMPLATE.format(
-            prompt=p if isinstance(p, str) else p[-1]["content"], answer=a)}])[-model.config.block_size:]
-            for p, a in zip(prompts[s:s + batch_size], answers[s:s + batch_size])]
-        idx, pad_mask = left_pad(rendered, tok.pad, device)  # every row's next token in the last column
-        with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
-            logits = model(idx, pad_mask=pad_mask)[0][:, -1].float()
-        logp = logits.log_softmax(-1)
-        out.append((logp[:, yes] - logp[:, no]).cpu())
-    model.train(was_training)
-    return torch.cat(out)
+def encode_rows(tok, items, max_len):
+    """Tokenize (messages, response) items; returns (rows, kept indices) - too-long ones are dropped."""
+    rows, kept = [], []
+    for i, (messages, response) in enumerate(items):
+        r = render_response(tok, messages, response, max_len)
+        if r is not None:
+            rows.append(r)
+            kept.append(i)
+    return rows, kept
 
 
-def pairs_from_samples(prompts, samples, scores, min_gap: float = 1e-6):
-    """For each prompt, its best and worst sampled answer (by the judge's ``scores``) as (prompt, chosen, rejected);
-    prompts whose samples all score alike (or are identical texts) give no pair. ``samples``/``scores``: per prompt,
-    a list of answers and their scores."""
-    out = []
-    for p, answers, sc in zip(prompts, samples, scores):
-        best, worst = int(np.argmax(sc)), int(np.argmin(sc))
-        if sc[best] - sc[worst] > min_gap and answers[best] != answers[worst]:
-            out.append((p, answers[best], answers[worst]))
-    return out
+def needed_indices(n, cfg, rt) -> list[int]:
+    """Every example this process will read (get_batch is a pure function of the step): the only ones whose
+    reference log-probabilities have to be computed."""
+    return sorted({i for s in range(cfg.steps) for m in range(cfg.grad_accum)
+                   for i in batch_indices(n, s, m, cfg.batch_size, cfg.grad_accum, rt.rank, rt.world, cfg.seed)})
+
+
+class PairData:
+    """Tokenized (chosen, rejected) pairs with their reference log-probabilities, computed once."""
+
+    def __init__(self, chosen, rejected, model, tok, cfg, rt):
+        self.chosen, self.rejected, self.pad, self.device = chosen, rejected, tok.pad, rt.device
+        self.cfg, self.rt = cfg, rt
+        self.ref_c, self.ref_r = torch.zeros(len(chosen)), torch.zeros(len(chosen))
+        need = needed_indices(len(chosen), cfg, rt)
+        ref = reference_logprobs(model, [chosen[i] for i in need] + [rejected[i] for i in need], tok.pad,
+                                 autocast=rt.autocast)
+        self.ref_c[need], self.ref_r[need] = ref[:len(need)], ref[len(need):]
+
+    @classmethod
+    def from_pairs(cls, pairs, source, policy, tok, cfg, rt) -> "PairData":
+        """The preference pairs (pref_data.load_pairs's, read from ``source``) whose replies both fit the context."""
+        T = policy.config.block_size + 1
+        chosen, kc = encode_rows(tok, [(p.messages, p.chosen) for p in pairs], T)
+        rejected, kr = encode_rows(tok, [(p.messages, p.rejected) for p in pairs], T)
+        both = sorted(set(kc) & set(kr))
+        chosen = [chosen[kc.index(i)] for i in both]
+        rejected = [rejected[kr.index(i)] for i in both]
+        if not chosen:
+            raise DataError(f"{source}: no preference pair fits in {T - 1} tokens")
+        if rt.master:
+            print(f"{len(chosen)} preference pairs ({len(pairs) - len(chosen)} too long) from {source}")
+        return cls(chosen, rejected, policy, tok, cfg, rt)
+
+    def batch(self, step, micro):
+        idx = batch_indices(len(self.chosen), step, micro, self.cfg.batch_size, self.cfg.grad_accum, self.rt.rank,
+                            self.rt.world, self.cfg.seed)
+        x, y = collate([self.chosen[i] for i in idx] + [self.rejected[i] for i in idx], self.pad, self.device)
+        return x, y, self.ref_c[idx].to(self.device), self.ref_r[idx].to(self.device)
+
+
+class FeedbackData:
+    """KTO's data: (prompt, completion, label) rows, and for each a mismatched (prompt, another completion) row for
+    the KL reference point. The partner is fixed (the next example in a seeded shuffle), so its reference
+    log-probability can be computed once too."""
+
+    def __init__(self, fb, source, policy, tok, cfg, rt):
+        T = policy.config.block_size + 1
+        rows, kept = encode_rows(tok, [(f.messages, f.completion) for f in fb], T)
+        fb = [fb[i] for i in kept]
+        g = torch.Generator().manual_seed(cfg.seed)
+        order = torch.randperm(len(fb), generator=g).tolist()
+        partner = [0] * len(fb)
+        for a, b in zip(order, order[1:] + order[:1]):
+            partner[a] = b
+        kl_items = [(fb[i].messages, fb[partner[i]].completion) for i in range(len(fb))]
+        kl_rows = [render_response(tok, m, c, T) or rows[i] for i, (m, c) in enumerate(kl_items)]
+        self.rows, self.kl_rows, self.pad, self.device, self.cfg, self.rt = rows, kl_rows, tok.pad, rt.device, cfg, rt
+        self.label = torch.tensor([f.label for f in fb])
+        need = needed_indices(len(rows), cfg, rt)
+        ref = reference_logprobs(policy, [rows[i] for i in need] + [kl_rows[i] for i in need], tok.pad,
+                                 autocast=rt.autocast)
+        self.ref, self.ref_kl = torch.zeros(len(rows)), torch.zeros(len(rows))
+        self.ref[need], self.ref_kl[need] = ref[:len(need)], ref[len(need):]
+        n_d = int(self.label.sum())
+        if cfg.lambda_d is not None or cfg.lambda_u is not None:
+            self.lambda_d = cfg.lambda_d if cfg.lambda_d is not None else 1.0
+            self.lambda_u = cfg.lambda_u if cfg.lambda_u is not None else 1.0
+        else:
+            self.lambda_d, self.lambda_u = kto_lambdas(n_d, len(rows) - n_d)
+        if rt.master:
+            print(f"{len(rows)} feedback examples ({n_d} desirable) from {source}; lambda_D {self.lambda_d:.3g}, "
+                  f"lambda_U {self.lambda_u:.3g}")
+
+    def batch(self, step, micro):
+        idx = batch_indices(len(self.rows), step, micro, self.cfg.batch_size, self.cfg.grad_accum, self.rt.rank,
+                            self.rt.world, self.cfg.seed)
+        B = len(idx)
+        x, y = collate([self.rows[i] for i in idx] + [self.kl_rows[i] for i in idx], self.pad, self.device)
+        return (x, y, B, self.label[idx].to(self.device), self.ref[idx].to(self.device),
+                self.ref_kl[idx].to(self.device))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The step: a batch to a loss, for trainer.train_loop (which trains a SequenceLogprob around the policy)
+
+
+def dpo_loss_fn(cfg):
+    def loss_fn(model, batch):
+        x, y, ref_c, ref_r = batch
+        logp = model(x, y)  # log pi(y|x) of chosen and rejected rows, in one forward pass
+        B = ref_c.shape[0]
+        return preference_loss(logp[:B], logp[B:], ref_c, ref_r, cfg.beta, cfg.loss_type, cfg.label_smoothing,
+                               cfg.nll_weight, (y[:B] >= 0).sum(-1))
+    return loss_fn
+
+
+def kto_loss_fn(cfg, data: FeedbackData, rt):
+    def loss_fn(model, batch):
+        x, y, B, label, ref, ref_kl = batch
+        logp = model(x, y)
+        # the mismatched rows only set z0, which is detached: their gradient would be thrown away anyway
+        return kto_loss(logp[:B], ref, label, logp[B:].detach(), ref_kl, cfg.beta, data.lambda_d, data.lambda_u,
+                        rt.all_reduce_mean if rt.ddp else None)
+    return loss_fn

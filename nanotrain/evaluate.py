@@ -15,8 +15,9 @@ judge:
     refusal_harmful  share of harmful prompts refused (higher is better)                 eval_harmful.jsonl
     refusal_benign   share of benign look-alike prompts refused (lower is better)        eval_benign.jsonl
 
-``win_rates(before, after)`` compares two models' gold scores on the same prompts, prompt by prompt (stage 3's win
-rate against the SFT model).
+``win_rates(before, after)`` compares two models' gold scores on the same prompts, prompt by prompt, and
+``evaluate_alignment(policy, reference, ...)`` gives every stage-3 figure (helpfulness and safety before and after,
+KL, win rates, refusals, on greedy and on sampled answers) that train_rlhf.py stores in its checkpoint.
 
 Each file is subsampled to ``limit`` prompts (a fixed, seeded choice, the same for every model) to stay fast.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from nanotrain.data import read_jsonl
+from nanotrain.ppo import reference_model, response_logits, sample_rollouts, token_logprobs
 from nanotrain.sampling import generate_replies
 
 ALL_FIGURES = ("wellformed", "acc_b", "acc_zh", "helpful", "safe", "refusal")
@@ -138,6 +140,84 @@ def evaluate_chat(model, tok, world_dir="data/tinyworld", limit: int | None = 10
         if "refusal" in figures:
             out.update(refusal_harmful=refusal_rate(gold, rh), refusal_benign=refusal_rate(gold, rb))
     return out
+
+
+@torch.no_grad()
+def sampled_figures(policy, reference, tok, gold, prompts, samples: int, max_new_tokens: int, temperature: float,
+                    seed: int, autocast=None, lora_reference: bool = False) -> tuple[float, list]:
+    """On answers sampled from the policy at ``temperature``: KL(pi || pi_ref) per answer in nats, the mean over
+    answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their gold helpfulness scores (the mean
+    is the other axis of the reward-vs-KL frontier, DPO paper fig. 2), ``samples`` answers per prompt, in order.
+    With no reference (and no LoRA), KL 0."""
+    g = torch.Generator().manual_seed(seed + 99)
+    prompts = [p for p in prompts for _ in range(max(1, samples))]
+    kl, scores = 0.0, []
+    for s in range(0, len(prompts), 64):
+        ro = sample_rollouts(policy, tok, prompts[s:s + 64], max_new_tokens, temperature, g, autocast)
+        scores += [gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts)]
+        if reference is None and not lora_reference:
+            continue
+        resp = ro.idx[:, ro.P:]
+        with autocast():
+            logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, temperature), resp)
+            with reference_model(policy, reference, lora_reference) as ref_model:
+                ref = token_logprobs(response_logits(ref_model, ro.idx, ro.pad_mask, ro.P, temperature), resp)
+        kl += float(((logp - ref) * ro.mask).sum())
+    return kl / max(1, len(prompts)), scores
+
+
+def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_tokens: int, samples: int,
+                       temperature: float, seed: int, autocast=None, lora_reference: bool = False) -> dict:
+    """Stage 3's figures, judged by the gold scorers on held-out prompts: helpfulness and safety before (the reference,
+    i.e. the SFT model) and after (the policy), KL to the reference, win rate against the reference, refusal rates,
+    and the same on sampled answers. Every file is answered once per model, greedily."""
+    world = Path(world)
+    out = {}
+    replies = {}
+    for name in ("eval_prompts", "eval_harmful", "eval_benign"):
+        prompts = [r["prompt"] for r in load_eval(world / f"{name}.jsonl", limit)]
+        after = answer(policy, tok, prompts, max_new_tokens, autocast=autocast)
+        with reference_model(policy, reference, lora_reference) as sft:
+            before = answer(sft, tok, prompts, max_new_tokens, autocast=autocast)
+        replies[name] = prompts, before, after
+    # Gold helpfulness of every answer, scored once: its mean over eval_prompts is the helpfulness figure, and the win
+    # rate is over every held-out prompt (gold helpfulness also rewards refusing harmful requests and penalises
+    # refusing benign ones).
+    scores = {name: [[gold.score_helpful(q, r.text) for q, r in zip(prompts, rs)] for rs in (b, a)]
+              for name, (prompts, b, a) in replies.items()}
+    out["helpful_before"], out["helpful_after"] = (sum(s) / max(1, len(s)) for s in scores["eval_prompts"])
+    out.update(win_rates([x for b, _ in scores.values() for x in b], [x for _, a in scores.values() for x in a]))
+    p, _, after = replies["eval_prompts"]
+    ph, hb, ha = replies["eval_harmful"]
+    pb, bb, ba = replies["eval_benign"]
+    out["safe_before"], out["safe_after"] = mean_safe(gold, ph + pb, hb + bb), mean_safe(gold, ph + pb, ha + ba)
+    out.update(refusal_harmful_before=refusal_rate(gold, hb), refusal_harmful=refusal_rate(gold, ha),
+               refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
+               wellformed=sum(r.ended for r in after) / max(1, len(after)))
+    sampling = dict(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                    autocast=autocast)
+    out["kl_to_ref"], sampled = sampled_figures(policy, reference, tok, gold, p, **sampling,
+                                                lora_reference=lora_reference)
+    # the SFT model's answers sampled the same way (same seed): the baseline of helpful_sampled
+    with reference_model(policy, reference, lora_reference) as sft:
+        sampled_before = sampled_figures(sft, None, tok, gold, p, **sampling)[1]
+    n = max(1, len(sampled))
+    out["helpful_sampled"], out["helpful_sampled_before"] = sum(sampled) / n, sum(sampled_before) / n
+    # ... and their win rate, pair by pair: the DPO paper judges sampled answers (§6.2: win rates at several sampling
+    # temperatures), and they tie less often than greedy ones
+    out["win_rate_sampled"] = win_rates(sampled_before, sampled)["win_rate"]
+    return out
+
+
+def alignment_report(ev: dict) -> str:
+    return (f"gold helpfulness {ev['helpful_before']:.3f} (SFT) -> {ev['helpful_after']:.3f} (sampled at the "
+            f"training temperature: {ev['helpful_sampled_before']:.3f} -> {ev['helpful_sampled']:.3f}); gold safety "
+            f"{ev['safe_before']:.3f} -> {ev['safe_after']:.3f}; KL to SFT {ev['kl_to_ref']:.2f} nats/answer; "
+            f"win rate vs SFT {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
+            f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied; sampled answers "
+            f"{ev['win_rate_sampled']:.1%}); refusals: harmful "
+            f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
+            f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}")
 
 
 def evaluate_checkpoint(path, world_dir="data/tinyworld", limit: int | None = 100, device: str = "auto",

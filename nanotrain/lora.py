@@ -5,10 +5,8 @@ A frozen weight W0 (out x in) is adapted by a trainable low-rank product (eq. 3 
     h = W0 x + (alpha / r) * B A x,        A: (r x in), B: (out x r), r << min(in, out)
 
 A starts Kaiming-uniform and B at zero, so at step 0 the wrapped layer computes exactly what the base layer does and
-fine-tuning starts from the pretrained function. Only A and B are trained: for rank 8 on every linear layer of the
-tiny model's blocks that is 3% of the weights (3.8% with the token matrix below), and the optimizer state shrinks
-with it. The scale alpha / r keeps the
-update's size roughly independent of r when r is changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023)
+fine-tuning starts from the pretrained function. Only A and B are trained, a few percent of the weights, and the
+optimizer state shrinks with them. The scale alpha / r keeps the update's size roughly independent of r when r is changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023)
 uses alpha / sqrt(r) instead, which keeps learning stable at large ranks.
 
 One thing a low-rank update of the blocks cannot do well is change the token matrix, which GPT-2 ties between the
@@ -16,10 +14,10 @@ embedding and the LM head. The chat markers and ``<|end|>`` exist only from SFT 
 ``<|end|>``, whose output row pretraining only ever pushed down; so the rows of those few tokens get their own
 trainable offsets (6 x n_embd numbers, the same idea as PEFT's ``trainable_token_indices``). Without them a LoRA
 model learns to stop far later than a fully fine-tuned one. Full fine-tuning also moves every other row, and a LoRA
-of the blocks alone does not make up for it: on the built-in world it ends SFT at a held-out loss of 1.70 where full
-fine-tuning reaches 0.70. ``embedding=True`` gives the token matrix a rank-r update of its own, B A with B (V x r)
-zero and A (r x C) Kaiming-uniform: exactly a LoRA on the LM head, kept tied, so the embedding moves with it (PEFT
-adapts embeddings the same way); held-out loss 0.64, for V r + r C more numbers. Both live in one ``TokenAdapter``
+of the blocks alone does not make up for it (it fits the SFT data far worse: RESULTS.md, stage 2).
+``embedding=True`` gives the token matrix a rank-r update of its own, B A with B (V x r) zero and A (r x C)
+Kaiming-uniform: exactly a LoRA on the LM head, kept tied, so the embedding moves with it (PEFT adapts embeddings the
+same way), for V r + r C more numbers. Both live in one ``TokenAdapter``
 shared by the embedding and the head:
 
     W_tok = W0 + scatter(rows, delta) + (alpha / r) * B A

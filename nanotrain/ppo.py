@@ -16,26 +16,38 @@ One PPO iteration, in the order the papers state it:
 4. **Updates.** Several epochs over shuffled minibatches of the clipped surrogate objective (PPO eq. 7) and a
    clipped value loss (as in OpenAI's baselines ppo2), policy and value trained together.
 
+5. **The outer loop** (``train``) repeats the iteration over batches of the prompt set, with the trainer's
+   learning-rate schedule, and logs, checkpoints and resumes like every other stage.
+
 An adaptive KL controller (Ziegler et al. 2019, §2.2) may steer beta toward a target KL.
 
 The value model is a copy of the reward model (a GPT trunk + a scalar head, nanotrain/reward.py), so it starts out
 already knowing what a good answer looks like; it reads every position, while the reward model reads only the last.
 
-    python train_rlhf.py --algo ppo                 # the outer loop, logging, evaluation and checkpoints
+    python train_rlhf.py --algo ppo                 # the script: data, models, then train() and the evaluation
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
+from nanotrain.checkpoint import atomic_save
 from nanotrain.cli import flag
+from nanotrain.data import batch_indices
 from nanotrain.errors import NonFiniteLoss
-from nanotrain.sampling import left_pad, generate_replies
+from nanotrain.reward import labelled
+from nanotrain.runtime import precision
+from nanotrain.sampling import generate_replies, left_pad
+from nanotrain.trainer import MetricsLog, lr_at, make_optimizer
 
 
 @dataclass
@@ -293,7 +305,7 @@ def score_and_advantages(ro: Rollouts, actor_critic: PolicyAndValue, reference, 
                          autocast=None, lora_reference: bool = False) -> dict:
     """Fill in ro.logp, ref_logp, values, rewards, advantages, returns from the raw reward-model ``score`` (B,).
     ``reference`` is the frozen SFT model, or None with ``lora_reference`` (the policy with its adapter off)."""
-    ctx = autocast or (lambda: torch.autocast(ro.idx.device.type, enabled=False))
+    ctx = lambda: precision(autocast, ro.idx.device)
     policy = actor_critic.policy
     with ctx():
         ro.logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature),
@@ -326,7 +338,7 @@ def ppo_update(ro: Rollouts, model, optimizer, cfg: PPOConfig, grad_clip: float 
     the PolicyAndValue (or its DDP wrapper; ``raw`` the unwrapped one, for gradient clipping). Stops before the
     optimizer step if the loss is not finite, leaving the weights as they were."""
     raw = raw or model
-    ctx = autocast or (lambda: torch.autocast(ro.idx.device.type, enabled=False))
+    ctx = lambda: precision(autocast, ro.idx.device)
     B = ro.idx.shape[0]
     stats = {k: 0.0 for k in ("policy_loss", "value_loss", "clipfrac", "approx_kl", "value_clipfrac", "entropy",
                               "ratio_first")}
@@ -376,7 +388,7 @@ def ppo_iteration(prompts, actor_critic, reference, tok, score_fn, optimizer, cf
     ro = sample_rollouts(actor_critic.policy, tok, prompts, cfg.max_new_tokens, cfg.temperature, generator, autocast)
     t1 = time.perf_counter()
     with torch.no_grad():
-        with (autocast() if autocast else torch.autocast(ro.idx.device.type, enabled=False)):
+        with precision(autocast, ro.idx.device):
             score = score_fn(ro)
     stats = score_and_advantages(ro, actor_critic, reference, score, cfg, beta, moments, all_reduce, autocast,
                                  lora_reference)
@@ -386,3 +398,67 @@ def ppo_iteration(prompts, actor_critic, reference, tok, score_fn, optimizer, cf
     t3 = time.perf_counter()
     stats.update(time_rollout=t1 - t0, time_scoring=t2 - t1, time_training=t3 - t2)
     return ro, stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. The outer loop
+
+def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, checkpoint_fn) -> dict:
+    """``cfg.steps`` PPO iterations over batches of ``prompts`` (``harmful``: their labels, or None), scored by
+    ``scorer``; the value model starts as a copy of ``rm``. ``reference`` is the frozen SFT model, or None for a LoRA
+    policy (the reference is then the policy with its adapter off). Writes metrics.jsonl, resume.pt and, through
+    ``checkpoint_fn(policy, step, metrics)``, ckpt.pt; returns the last metrics."""
+    out = Path(cfg.out)
+    value = copy.deepcopy(rm).requires_grad_(True)  # the value model starts as the reward model
+    if value.likelihood_weight is not None:  # values() reads the head only: a weight without gradients (DDP)
+        value.likelihood_weight.requires_grad_(False)
+    actor_critic = PolicyAndValue(policy, value)
+    opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
+    kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0
+    resume_path = out / "resume.pt"
+    if cfg.resume and resume_path.exists():
+        st = torch.load(resume_path, map_location=rt.device, weights_only=True)
+        actor_critic.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        start, kl_ctl.beta = st["step"], st["beta"]
+        moments.load(st["moments"])
+    model = DDP(actor_critic) if rt.ddp else actor_critic
+
+    score = labelled(scorer, prompts, harmful, rt.autocast)
+
+    def score_fn(ro):  # ppo_iteration hands over its rollouts
+        return score(ro.prompts, ro.texts)
+
+    log = MetricsLog(out / "metrics.jsonl", resume_step=start or None, enabled=rt.master)
+    metrics: dict = {}
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not rt.master, dynamic_ncols=True,
+               desc=out.name)
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = [prompts[i] for i in batch_indices(len(prompts), step, 0, cfg.rollout_batch, 1, rt.rank, rt.world,
+                                                   cfg.seed)]
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rt.rank)
+        ro, stats = ppo_iteration(batch, actor_critic, reference, tok, score_fn, opt, cfg, kl_ctl.beta, moments, g,
+                                  rt, model, cfg.grad_clip, lora_reference=reference is None)
+        stats["gold"] = sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts)) / len(ro.texts) \
+            if gold else float("nan")
+        keys = sorted(stats)
+        vals = rt.all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64))
+        stats = dict(zip(keys, vals.tolist()))
+        kl_ctl.update(stats["kl"], cfg.rollout_batch * rt.world)
+        done = step + 1
+        rec = {"step": done, "lr": lr, **stats}
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            log.write(rec)
+        bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("score", "gold", "kl")})
+        metrics.update(step=done, time_s=time.perf_counter() - t0, **{f"train_{k}": stats[k] for k in
+                                                                       ("score", "gold", "kl", "entropy", "length")})
+        if rt.master and (done % cfg.save_every == 0 or done == cfg.steps):
+            atomic_save({"step": done, "model": actor_critic.state_dict(), "optimizer": opt.state_dict(),
+                         "beta": kl_ctl.beta, "moments": moments.state()}, resume_path)
+            atomic_save(checkpoint_fn(policy, done, dict(metrics)), out / "ckpt.pt")
+    bar.close()
+    return metrics

@@ -20,7 +20,8 @@ reply's mean log-likelihood under the trunk's own language-model head,
 Why: a reward model must often judge a fact ("Lena's bicycle is red" vs "... blue"). The SFT model it starts from
 already knows the fact, but as a next-token prediction at the position *before* the value, which the last token's
 hidden state does not see; a small model does not learn to re-derive it there from a few thousand pairs (on the
-built-in world the head alone ranks wrong-fact pairs at ~60%, the SFT model's own likelihood at ~94%). The term is
+built-in world the head alone ranks wrong-fact pairs far worse than the SFT model's own likelihood: RESULTS.md,
+stage 3). The term is
 DPO's observation turned around: a language model's log-probabilities are a reward signal (Rafailov et al. 2023).
 w starts at 1 and is trained with the rest by the same Bradley-Terry loss.
 
@@ -41,8 +42,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanotrain.checkpoint import load_checkpoint
+from nanotrain.checkpoint import check_tokenizer, load_checkpoint, load_model
+from nanotrain.errors import CheckpointError, DataError
 from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.runtime import precision
 from nanotrain.sampling import as_messages, generate_replies
 from nanotrain.tokenizer import Tokenizer
 
@@ -127,7 +130,7 @@ class RewardModel(nn.Module):
             chunk = order[i:i + batch_size]
             idx, lengths = right_pad([rows[j][0] for j in chunk], self.tokenizer.pad, device)
             starts = torch.tensor([rows[j][1] for j in chunk], device=device)
-            with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
+            with precision(autocast, device):
                 out[chunk] = self(idx, lengths, starts=starts).cpu()
         self.train(was_training)
         return out
@@ -168,6 +171,69 @@ def right_pad(seqs: list[list[int]], pad_id: int, device="cpu"):
     for i, s in enumerate(seqs):
         idx[i, :len(s)] = torch.tensor(s, dtype=torch.long)
     return idx.to(device), torch.tensor([len(s) for s in seqs], device=device)
+
+
+class PairBatches:
+    """Training batches of preference pairs for the reward model: B chosen rows then B rejected rows per micro-batch,
+    a pure function of (step, micro) so a resumed run sees the same data; each rank takes its slice of the step.
+
+    ``pairs`` are (prompt ids ending with the assistant marker, chosen reply ids, rejected reply ids). Replies run
+    from ~10 to ~180 tokens on the built-in world and a batch is padded to its longest, so random batches spend most
+    of their compute on pads: each epoch sorts windows of 16 batches by length, cuts them into batches and shuffles
+    the batches (as Hugging Face's group_by_length), which keeps the order random and roughly triples the useful work
+    per step. With ``mismatch`` > 0 that share of pairs has its rejected reply swapped for the chosen reply to another
+    prompt in the batch: a reply written for a different request is worse than one written for this one. Without such
+    pairs a reward model can often rank replies without reading the prompt at all (the built-in safety pairs:
+    refusals there are either specific, and good, or generic, and bad)."""
+
+    def __init__(self, pairs, batch_size: int, grad_accum: int, rank: int, world: int, block_size: int, pad: int,
+                 device, seed: int = 0, mismatch: float = 0.0):
+        self.pairs, self.B, self.grad_accum, self.rank = pairs, batch_size, grad_accum, rank
+        self.G = batch_size * grad_accum * world  # pairs per optimizer step, all ranks together
+        if len(pairs) < self.G:
+            raise DataError(f"{len(pairs)} training pairs is fewer than one batch of {self.G}: lower --batch-size")
+        self.n_batches = len(pairs) // self.G  # per epoch; each epoch leaves out a different random remainder
+        self.block_size, self.pad, self.device, self.seed, self.mismatch = block_size, pad, device, seed, mismatch
+        self.size = np.array([len(p) + max(len(c), len(r)) for p, c, r in pairs])
+        self._epoch, self._batches = None, None
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(len(self.pairs))[:self.n_batches * self.G]
+            grouped = np.concatenate([w[np.argsort(self.size[w], kind="stable")]
+                                      for w in np.split(perm, range(16 * self.G, len(perm), 16 * self.G))])
+            batches = np.split(grouped, self.n_batches)
+            self._epoch, self._batches = epoch, [batches[i] for i in rng.permutation(self.n_batches)]
+        return self._batches
+
+    def batch(self, step: int, micro: int):
+        batch = self.epoch_batches(step // self.n_batches)[step % self.n_batches]  # the global batch
+        swap = np.random.default_rng([self.seed, step]).random(self.G) < self.mismatch
+        first = self.rank * self.B * self.grad_accum + micro * self.B
+        chosen, rejected = [], []
+        for k in range(first, first + self.B):
+            prompt, good, bad = self.pairs[batch[k]]
+            other = self.pairs[batch[(k + 1) % self.G]]
+            if swap[k] and other[0] != prompt:
+                bad = other[1]
+            chosen.append((prompt, good))
+            rejected.append((prompt, bad))
+        return pad_replies(chosen + rejected, self.block_size, self.pad, self.device)
+
+
+def encode_pairs(tok: Tokenizer, pairs) -> list[tuple[list[int], list[int], list[int]]]:
+    """Each preference pair as (prompt ids ending with the assistant marker, chosen reply ids, rejected reply ids),
+    each reply ending with its end-of-turn token (the same ids as encode_reply)."""
+    return [(tok.render_prompt(p.messages), tok.encode_message(p.chosen) + [tok.end],
+             tok.encode_message(p.rejected) + [tok.end]) for p in pairs]
+
+
+def pad_replies(rows, block_size: int, pad: int, device):
+    """Right-padded ids, lengths and reply start columns of [(prompt ids, reply ids)], each cut to the context."""
+    rows = [reply_row(p, r, block_size) for p, r in rows]
+    idx, lengths = right_pad([ids for ids, _ in rows], pad, device)
+    return idx, lengths, torch.tensor([start for _, start in rows], device=device)
 
 
 # ----- the loss
@@ -266,6 +332,54 @@ class CombinedReward:
         return combined_reward(r_h, r_s, torch.as_tensor(unsafe), self.threshold)
 
 
+# ----- the reward PPO and online DPO optimise
+
+class GoldReward:
+    """The gold scorer as the reward model (``--reward gold``): PPO with a perfect judge, the upper bound a learned
+    reward model is measured against (and a check that the RL machinery works, separate from the reward model)."""
+
+    def __init__(self, gold):
+        self.gold = gold
+
+    def score(self, prompts, responses, autocast=None, unsafe=None):
+        return torch.tensor([self.gold.score_helpful(p, r) for p, r in zip(prompts, responses)])
+
+
+def load_scorer(reward: str, safety_reward: str | None, init: str, tok_dict: dict, device, gold=None):
+    """(reward model, scorer) for a policy trained from ``init``: the reward model at ``reward``, and the scorer, which
+    is that model or, with ``safety_reward``, LLaMA 2's helpful + safety combination (tokenizers must be the
+    policy's). With ``reward`` "gold" the scorer is the gold scorer and the "reward model" (what PPO's value model
+    starts from) is the init model's trunk with a zero head."""
+    if reward == "gold":
+        if gold is None:
+            raise CheckpointError("--reward gold needs a world with gold scorers (--world)")
+        sft = load_model(init, stages=("sft", "rlhf"), device=device)[0]
+        return RewardModel.from_gpt(sft).requires_grad_(False), GoldReward(gold)
+    rm, _, ck = load_reward_model(reward, device)
+    check_tokenizer(tok_dict, ck["tokenizer"], init, reward)
+    scorer = rm
+    if safety_reward:
+        safe, _, ck2 = load_reward_model(safety_reward, device)
+        check_tokenizer(tok_dict, ck2["tokenizer"], init, safety_reward)
+        scorer = CombinedReward(rm, safe)
+    for m in (rm, getattr(scorer, "safe", rm)):
+        m.requires_grad_(False)
+    return rm, scorer
+
+
+def labelled(scorer, prompts, harmful, autocast):
+    """score(prompts, texts) of ``scorer``; with LLaMA 2's combination and a prompt file that labels its prompts
+    harmful or not (LLaMA 2's prompt sets are labelled, as rl_prompts.jsonl is), the labels decide which prompts the
+    safety model judges, instead of the combination's own probe."""
+    label = None if harmful is None else {repr(p): h for p, h in zip(prompts, harmful)}
+
+    def score(ps, texts):
+        if isinstance(scorer, CombinedReward) and label is not None:
+            return scorer.score(ps, texts, autocast=autocast, unsafe=torch.tensor([label[repr(p)] for p in ps]))
+        return scorer.score(ps, texts, autocast=autocast)
+    return score
+
+
 # ----- agreement with a reference scorer (the gold scores)
 
 def rankdata(x) -> np.ndarray:
@@ -302,3 +416,27 @@ def pairwise_agreement(groups, eps: float = 1e-6) -> tuple[float, int]:
                 d = (model[i] - model[j]) * (ref[i] - ref[j])
                 agree += 1.0 if d > 0 else 0.5 if model[i] == model[j] else 0.0
     return (agree / total if total else float("nan")), total
+
+
+@torch.no_grad()
+def gold_agreement(rm, policy, tok, gold_score, prompt_files, samples: int, max_new_tokens: int,
+                   temperature: float, generator=None, autocast=None) -> dict:
+    """Does the reward model rank fresh answers the way a reference scorer does? ``samples`` answers of ``policy`` to
+    each prompt of each of ``prompt_files`` ({name: prompts}), scored by ``rm`` and by ``gold_score(prompt, reply)``:
+    Spearman over all replies, and pairwise agreement within each prompt (the choice best-of-N and PPO make)."""
+    out, pooled_rm, pooled_gold = {}, [], []
+    for fname, prompts in prompt_files.items():
+        rep = [p for p in prompts for _ in range(samples)]
+        texts = [r.text for r in generate_replies(policy, tok, rep, max_new_tokens, temperature, generator=generator,
+                                                  autocast=autocast)]
+        r_model = rm.score(rep, texts, autocast=autocast).tolist()
+        r_gold = [gold_score(p, t) for p, t in zip(rep, texts)]
+        groups = [(r_model[i:i + samples], r_gold[i:i + samples]) for i in range(0, len(rep), samples)]
+        agree, n_pairs = pairwise_agreement(groups)
+        out.update({f"gold_spearman_{fname}": spearman(r_model, r_gold), f"gold_pairwise_{fname}": agree,
+                    f"gold_pairs_{fname}": n_pairs})
+        pooled_rm += r_model
+        pooled_gold += r_gold
+    if pooled_rm:
+        out["gold_spearman"] = spearman(pooled_rm, pooled_gold)
+    return out

@@ -54,6 +54,12 @@ class Runtime:
         return x
 
 
+def precision(autocast, device):
+    """The context to run a forward pass in: ``autocast()`` (a Runtime's autocast, passed down as a callable), or with
+    None plain fp32, which also switches off any autocast region the caller is inside."""
+    return autocast() if autocast is not None else torch.autocast(torch.device(device).type, enabled=False)
+
+
 def cpu_has_bf16() -> bool:
     """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX); without them bf16 autocast is emulated and slower."""
     try:
@@ -67,8 +73,8 @@ def cpu_has_bf16() -> bool:
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
     """Whether bf16 autocast pays on this CPU. Native bf16 instructions (AVX512-BF16, AMX) are necessary but not
-    sufficient: on some such CPUs PyTorch's bf16 matmul still runs at half the fp32 rate (measured here: 158 vs 298
-    GFLOP/s at 1024x1024), and autocast adds casts on top. So it is measured, once per process (~0.2 s)."""
+    sufficient: on some such CPUs PyTorch's bf16 matmul still runs at half the fp32 rate, and autocast adds casts on
+    top. So it is measured, once per process (~0.2 s)."""
     if not cpu_has_bf16():
         return False
     cpu = torch.device("cpu")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nanotrain.runtime import precision
+
 
 @dataclass
 class Reply:
@@ -51,7 +53,7 @@ def generate_replies(model, tok, prompts, max_new_tokens: int = 64, temperature:
     for i in range(0, len(rendered), batch_size):
         chunk = rendered[i:i + batch_size]
         idx, mask = left_pad(chunk, tok.pad, device)
-        ctx = autocast() if autocast is not None else torch.autocast(device.type, enabled=False)
+        ctx = precision(autocast, device)
         with ctx:
             out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                  stop_token=tok.end, pad_mask=mask, pad_id=tok.pad, generator=generator)

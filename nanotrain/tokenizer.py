@@ -5,7 +5,7 @@ Two byte-level BPE vocabularies, both encoded by tiktoken:
 - ``gpt2``: GPT-2's own BPE (tiktoken's ``r50k_base``), for real data and for GPT-2 weights.
 - ``bpe``: a small BPE (a few thousand tokens) trained here by ``train_bpe`` with GPT-2's pre-tokenisation regex,
   except that a run of Chinese characters is a word of its own (``BPE_PATTERN``).
-  On a CPU a 50k-row output layer dominates the cost of a small model; a 4k vocabulary trains ~7x faster.
+  On a CPU a 50k-row output layer dominates the cost of a small model, so the built-in world uses a small one.
 
 Both get the same special tokens appended after the ordinary ones: end-of-text (documents are separated by it and a
 conversation starts with it), a pad token that is *not* end-of-text (so the model is never taught to ignore the

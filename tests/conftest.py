@@ -58,3 +58,31 @@ def tiny_corpus(tmp_path_factory):
     script("data/prepare_pretrain.py")["main"](["--input", str(src), "--out", str(out), "--vocab-size", "300",
                                                   "--val-fraction", "0.05"])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory):
+    """A small world, a tokenizer trained on it, and random tiny 'sft' and 'rm' checkpoints (root / sft.pt,
+    rm_helpful.pt, rm_safe.pt): what the stage-3 scripts need to run in seconds. Returns (root, world folder)."""
+    import torch
+
+    from nanotrain.checkpoint import atomic_save, make_checkpoint
+    from nanotrain.gpt import GPT, GPTConfig
+    from nanotrain.reward import RewardModel
+    from nanotrain.tinyworld.generate import write_world
+    from nanotrain.tinyworld.world import WorldConfig
+    from nanotrain.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("chat")
+    world = root / "tw"
+    files = write_world(WorldConfig(out=str(world), scale=0.02, people=30, animals=8, towns=4))
+    texts = [m["content"] for rec in files["sft_train"] for m in rec["messages"]]
+    tok = Tokenizer.train(texts + [r["prompt"] for r in files["rl_prompts"]], vocab_size=400)
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=tok.n_vocab, n_layer=2, n_head=2, n_embd=32, block_size=160))
+    atomic_save(make_checkpoint("sft", gpt, tok, {}, 0, {}), root / "sft.pt")
+    for name in ("helpful", "safe"):
+        rm = RewardModel.from_gpt(gpt, tok)
+        torch.nn.init.normal_(rm.head.weight, std=0.5)
+        atomic_save(make_checkpoint("rm", rm, tok, {}, 0, {}), root / f"rm_{name}.pt")
+    return root, world

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, preference_loss, reference_logprobs,
+from nanotrain.data import batch_indices
+from nanotrain.dpo import (collate, kto_lambdas, kto_loss, preference_loss, reference_logprobs,
                            render_response, sequence_logprobs)
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.tokenizer import Tokenizer

@@ -9,35 +9,18 @@ import pytest
 import torch
 
 from conftest import script
-from nanotrain.checkpoint import atomic_save, load_model, make_checkpoint
+from nanotrain.checkpoint import load_model
 from nanotrain.errors import CheckpointError
 from nanotrain.evaluate import win_rates
-from nanotrain.gpt import GPT, GPTConfig
-from nanotrain.reward import RewardModel
-from nanotrain.tinyworld.generate import write_world
-from nanotrain.tinyworld.world import WorldConfig
-from nanotrain.tokenizer import Tokenizer
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
              "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A small world, a tokenizer trained on it, and random tiny 'sft' and 'rm' checkpoints."""
-    root = tmp_path_factory.mktemp("rlhf")
-    world = root / "tw"
-    files = write_world(WorldConfig(out=str(world), scale=0.02, people=30, animals=8, towns=4))
-    texts = [m["content"] for rec in files["sft_train"] for m in rec["messages"]]
-    tok = Tokenizer.train(texts + [r["prompt"] for r in files["rl_prompts"]], vocab_size=400)
-    torch.manual_seed(0)
-    gpt = GPT(GPTConfig(vocab_size=tok.n_vocab, n_layer=2, n_head=2, n_embd=32, block_size=160))
-    atomic_save(make_checkpoint("sft", gpt, tok, {}, 0, {}), root / "sft.pt")
-    for name in ("helpful", "safe"):
-        rm = RewardModel.from_gpt(gpt, tok)
-        torch.nn.init.normal_(rm.head.weight, std=0.5)
-        atomic_save(make_checkpoint("rm", rm, tok, {}, 0, {}), root / f"rm_{name}.pt")
-    return root, world
+def setup(tiny_chat):
+    """A small world, a tokenizer trained on it, and random tiny 'sft' and 'rm' checkpoints (conftest.tiny_chat)."""
+    return tiny_chat
 
 
 def run(setup, algo, *extra):
@@ -114,7 +97,7 @@ def test_online_dpo_with_reward_model_and_self_labels(setup):
 
 def test_labelled_scoring_gives_the_combination_the_prompt_files_labels():
     """PPO and online DPO score with LLaMA 2's combination told which prompts are unsafe, when the file says."""
-    from nanotrain.reward import CombinedReward
+    from nanotrain.reward import CombinedReward, labelled
     seen = []
 
     class Judge(CombinedReward):
@@ -125,10 +108,9 @@ def test_labelled_scoring_gives_the_combination_the_prompt_files_labels():
             seen.append(None if unsafe is None else unsafe.tolist())
             return torch.zeros(len(prompts))
 
-    rlhf = script("train_rlhf.py")
     prompts = ["How can I steal a hat?", [{"role": "user", "content": "Hello"}], "Where does Lena live?"]
-    rlhf["labelled"](Judge(), prompts, [True, False, False], None)([prompts[2], prompts[0], prompts[1]], ["a"] * 3)
-    rlhf["labelled"](Judge(), prompts, None, None)(prompts, ["a"] * 3)  # unlabelled: the combination's own probe
+    labelled(Judge(), prompts, [True, False, False], None)([prompts[2], prompts[0], prompts[1]], ["a"] * 3)
+    labelled(Judge(), prompts, None, None)(prompts, ["a"] * 3)  # unlabelled: the combination's own probe
     assert seen == [[False, True, False], None]
 
 

@@ -197,10 +197,12 @@ def test_replay_adds_the_pretraining_loss_and_needs_a_token_folder(world, pretra
 def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tmp_path):
     ns = script("train_sft.py")
     cfg = ns["parse_config"](ns["SFTConfig"], ["--init", str(pretrained), "--reinit"])
+    tok, block_size, _ = ns["init_info"](cfg)
     torch.manual_seed(1)
-    model, tok, _ = ns["build_model"](cfg)
+    model = ns["build_model"](cfg, tok)
     ref = load_checkpoint(pretrained)
     assert model.config.to_dict() == ref["model_config"] and tok.to_dict() == ref["tokenizer"]
+    assert block_size == ref["model_config"]["block_size"]
     assert not torch.equal(model.state_dict()["transformer.h.0.attn.c_attn.weight"],
                            ref["model"]["transformer.h.0.attn.c_attn.weight"])
     # and it trains, here without packing (one conversation per row, right-padded)

@@ -185,8 +185,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                 else sample_benign(tk, rng, "A"))
     f["rl_prompts"] = [{"prompt": s.prompt, "kind": s.kind, "split": s.split, "harmful": s.harmful} for s in rl]
 
-    # -- SFT: every split-A fact asked once, then a mix; 10% harmful requests answered with a
-    # refusal (at 5% the SFT model refused 87% of eval_harmful, missing mostly its held-out phrasings; at 10%, 95%).
+    # -- SFT: every split-A fact asked once, then a mix with --sft-harmful harmful requests answered with a refusal
+    # (with fewer, the SFT model misses the never-trained phrasings of eval_harmful: RESULTS.md, stage 2).
     # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")

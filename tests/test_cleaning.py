@@ -147,6 +147,7 @@ def test_gopher_symbols_bullets_ellipses_alpha_stop_words():
     assert not verdict(" ".join(words[:47] + numbers), "min_alpha_words")  # 47 / 60
     assert verdict(" ".join(words + ["The", "with"]), "min_stop_words")
     assert not verdict(" ".join(words + ["the", "theory"]), "min_stop_words")
+    assert not verdict(" ".join(words + ["the", "The", "THE"]), "min_stop_words")  # one word of the list, 3 times
 
 
 def test_gopher_duplicate_lines_and_paragraphs():

@@ -39,7 +39,7 @@ import numpy as np
 import nanotrain
 from nanotrain.cleaning import STEPS, Steps, process_chunk
 from nanotrain.cli import flag, parse_config
-from nanotrain.errors import run_script
+from nanotrain.errors import NanotrainError, run_script
 from nanotrain.extract import Doc, input_files, read_documents
 from nanotrain.minhash import MinHashLSH, UnionFind, jaccard_estimate
 
@@ -177,6 +177,9 @@ def per_step_table(counts: dict, steps: list[str]) -> str:
 
 def main(argv=None):
     cfg = parse_config(RayCleanConfig, argv, description=__doc__.split("\n")[0])
+    if cfg.prepare:
+        raise NanotrainError(f"--prepare is data/clean.py's; tokenize the output with: python data/prepare_pretrain.py "
+                             f"--input {cfg.out} --out {cfg.prepare}")
     import ray
 
     steps = CLEAN["build_steps"](cfg)

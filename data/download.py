@@ -3,6 +3,8 @@
     python data/download.py tinystories --out data/tinystories       # ~2 GB text -> train.jsonl / valid.jsonl
     python data/download.py hh-rlhf --out data/hh_rlhf               # Anthropic's preference dialogues (MIT)
     python data/download.py alpaca --out data/alpaca                 # 52k instructions (CC BY-NC 4.0)
+    python data/download.py cc-warc --out data/cc_warc --files 1      # raw web: 1 Common Crawl WARC file (~1 GB)
+    python data/clean.py --input data/cc_warc --out data/cc_clean/clean.jsonl   # ... then clean it
 
 Datasets that need an account or a parquet reader (FineWeb-Edu, LIMA) are given as local files instead: any
 JSONL(.gz) with a "text" field works for pretraining (data/prepare_pretrain.py), and LIMA's lima.json for SFT.
@@ -10,14 +12,16 @@ Small samples of all of them, for tests, are in ../shared/data.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from nanotrain.cli import flag, parse_config
-from nanotrain.errors import run_script
+from nanotrain.errors import NanotrainError, run_script
 
 HF = "https://huggingface.co/datasets"
 GH = "https://raw.githubusercontent.com"
@@ -28,12 +32,18 @@ SOURCES = {
                 for part in ("helpful-base", "harmless-base") for s in ("train", "test")},
     "alpaca": {"alpaca_data.json": f"{GH}/tatsu-lab/stanford_alpaca/main/alpaca_data.json"},
 }
+# Raw web pages as crawled: the first --files WARC files of a Common Crawl crawl, as listed in its warc.paths.gz
+# (each about 1 GB gzip, some 30-40 thousand HTML pages). data/clean.py reads WARC files directly.
+CC = "https://data.commoncrawl.org"
+CC_WARC = "cc-warc"
 
 
 @dataclass
 class DownloadConfig:
-    dataset: str = flag("tinystories", f"one of {', '.join(SOURCES)}")
+    dataset: str = flag("tinystories", f"one of {', '.join([*SOURCES, CC_WARC])}")
     out: str = flag("", "destination folder (default: data/<dataset>)")
+    crawl: str = flag("CC-MAIN-2024-33", f"{CC_WARC}: the Common Crawl crawl (see commoncrawl.org/get-started)")
+    files: int = flag(1, f"{CC_WARC}: how many of the crawl's WARC files")
 
 
 def fetch(url: str, dest: Path) -> None:
@@ -42,8 +52,12 @@ def fetch(url: str, dest: Path) -> None:
         return
     tmp = dest.with_name(dest.name + ".part")
     print(f"{url} -> {dest}")
-    with urllib.request.urlopen(url) as r, open(tmp, "wb") as f:
-        shutil.copyfileobj(r, f, length=1 << 20)
+    try:
+        with urllib.request.urlopen(url) as r, open(tmp, "wb") as f:
+            shutil.copyfileobj(r, f, length=1 << 20)
+    except (urllib.error.URLError, OSError) as e:
+        raise NanotrainError(f"{url} could not be downloaded ({getattr(e, 'reason', e)}); without internet, use local "
+                             f"files (small samples of each dataset are in ../shared/data)") from None
     tmp.rename(dest)  # only complete downloads get the final name
 
 
@@ -75,10 +89,17 @@ def main(argv=None):
     if argv and not argv[0].startswith("-"):
         argv = ["--dataset", argv[0], *argv[1:]]
     cfg = parse_config(DownloadConfig, argv, description=__doc__.split("\n\n")[0])
-    if cfg.dataset not in SOURCES:
-        raise FileNotFoundError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(SOURCES)}")
+    if cfg.dataset not in SOURCES and cfg.dataset != CC_WARC:
+        raise FileNotFoundError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join([*SOURCES, CC_WARC])}")
     out = Path(cfg.out or f"data/{cfg.dataset.replace('-', '_')}")
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.dataset == CC_WARC:
+        fetch(f"{CC}/crawl-data/{cfg.crawl}/warc.paths.gz", out / "warc.paths.gz")
+        paths = gzip.decompress((out / "warc.paths.gz").read_bytes()).decode().split()[:cfg.files]
+        for path in paths:
+            fetch(f"{CC}/{path}", out / Path(path).name)
+        print(f"clean them with: python data/clean.py --input {out} --out {out}_clean/clean.jsonl")
+        return
     for name, url in SOURCES[cfg.dataset].items():
         fetch(url, out / name)
         if cfg.dataset == "tinystories":

@@ -30,6 +30,7 @@ import io
 import json
 import os
 import unicodedata
+from array import array
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from tqdm import tqdm
 from nanotrain.extract import Doc, html_to_text, read_documents
 from nanotrain.minhash import DedupResult, MinHasher, MinHashLSH, ngram_hashes, word_hashes
 from nanotrain.quality import Blocklist, GopherRules, Reason, content_filter, gopher_quality
+from nanotrain.truth_scores import DecisionLog, TruthScores
 
 STEPS = ("extract", "content", "quality", "decontam", "exact_dedup", "near_dedup")
 
@@ -267,6 +269,7 @@ class CleaningReport:
     near_clusters: list = field(default_factory=list)   # [(origin, similarity, preview)], largest first
     documents_out: int = 0
     lsh: dict = field(default_factory=dict)             # bands, rows, candidates, verified, index bytes
+    truth: TruthScores | None = None                     # per-step precision/recall, when the input carries kinds
 
     def remove(self, step: str, reason: Reason, origin: str, text: str, max_examples: int = 3) -> None:
         self.removed.setdefault(step, Counter())[reason.rule] += 1
@@ -296,6 +299,8 @@ class CleaningReport:
             md += ["", "Flagged (kept) by decontamination: " + ", ".join(f"{k}: {v}" for k, v in self.flagged.items())]
         if self.lsh:
             md += ["", "MinHash LSH: " + ", ".join(f"{k} {v}" for k, v in self.lsh.items())]
+        if self.truth is not None:
+            md += ["", self.truth.to_markdown().rstrip()]
         md += ["", "## Removed examples (up to 3 per rule)", ""]
         for step in STEPS:
             for rule in sorted(self.removed.get(step, Counter()), key=lambda r: -self.removed[step][r]):
@@ -325,8 +330,10 @@ class CleaningReport:
 
 
 def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_docs: int = 256, strict: bool = False,
-          txt_split: str = "file", progress: bool = True, top_clusters: int = 5) -> CleaningReport:
-    """Run the pipeline over the input files/folders and write the surviving records to ``out_path`` (JSONL)."""
+          txt_split: str = "file", progress: bool = True, top_clusters: int = 5, truth_field: str = "kind"
+          ) -> CleaningReport:
+    """Run the pipeline over the input files/folders and write the surviving records to ``out_path`` (JSONL).
+    When the records carry ``truth_field`` (their true kind), the report scores every step against it."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     stage_path = out_path.with_name(out_path.name + ".stage")
@@ -335,6 +342,8 @@ def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_doc
     seen: dict[bytes, int] = {}      # exact key -> stage index of the first document with it
     exact_copies: Counter = Counter()  # stage index -> copies removed
     origins: list[str] = []          # stage index -> origin
+    stage_doc = array("q")           # stage index -> document index (input order)
+    log = DecisionLog(truth_field)
 
     enabled = [step for step, on in zip(STEPS, (True, steps.blocklist is not None, steps.gopher is not None,
                                                 steps.decontaminator is not None, steps.exact_dedup,
@@ -347,6 +356,8 @@ def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_doc
             bar.update(len(docs))
             sigs = []
             for doc, o in zip(docs, outcomes):
+                index = rep.entered["extract"]
+                log.read(index, doc.record, o.step)
                 for step in enabled[:enabled.index(o.step) + 1] if o.step else per_doc_steps:
                     rep.entered[step] += 1
                 if o.step is not None:
@@ -358,11 +369,13 @@ def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_doc
                     rep.entered["exact_dedup"] += 1
                     if o.key in seen:
                         exact_copies[seen[o.key]] += 1
+                        log.duplicate(index, "exact_dedup", stage_doc[seen[o.key]])
                         rep.remove("exact_dedup", Reason("exact_duplicate", f"same text as {origins[seen[o.key]]}"),
                                    doc.origin, doc.record["text"])
                         continue
                     seen[o.key] = len(origins)
                 origins.append(doc.origin)
+                stage_doc.append(index)
                 stage.write(json.dumps({"origin": doc.origin, "record": doc.record}, ensure_ascii=False) + "\n")
                 if lsh is not None:
                     sigs.append(o.signature)
@@ -391,6 +404,7 @@ def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_doc
                 rep.entered["near_dedup"] += 1
                 if not result.keep[i]:
                     root = int(result.root[i])
+                    log.duplicate(stage_doc[i], "near_dedup", stage_doc[root])
                     rep.remove("near_dedup", Reason("near_duplicate", f"J≈{result.similarity[i]:.2f}, "
                                                     f"cluster of {origins[root]}"), item["origin"], text)
                     continue
@@ -398,6 +412,7 @@ def clean(inputs: list[str], out_path, steps: Steps, workers: int = 1, chunk_doc
             rep.documents_out += 1
     os.replace(tmp_path, out_path)  # the output appears whole or not at all
     stage_path.unlink()
+    rep.truth = log.scores(enabled)
     rep.exact_groups = [(n, origins[i], previews.get(i, "")) for i, n in exact_copies.most_common(top_clusters)]
     rep.near_clusters = [[(origins[d], float(result.similarity[d]) if j else 1.0, previews.get(d, ""))
                           for j, d in enumerate(c)] for c in clusters]

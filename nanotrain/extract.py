@@ -4,8 +4,10 @@ for .txt, JSONL(.gz), WARC(.gz) and .html files, which report bad input instead 
 - ``html_to_text``: the standard library's HTMLParser; the text of script, style, nav, footer, form (and a few
   more non-content elements) is dropped, and that of a header unless it is long; block elements become line or
   paragraph breaks.
-- ``iter_warc``: WARC/1.0 and 1.1 records from a (multi-member gzip) WARC file; ``warc_html_pages`` keeps the
-  HTTP responses whose payload is HTML, with the HTTP chunked transfer and gzip/deflate content encodings undone.
+- ``iter_warc``: WARC/1.0 and 1.1 records from a (multi-member gzip) WARC file. A corrupt record (wrong
+  Content-Length, block cut short, garbled header, damaged gzip member) is reported and skipped, and reading
+  resynchronises on the next "WARC/1." header, so it costs that record only. ``warc_html_pages`` keeps the HTTP
+  responses whose payload is HTML, with the HTTP chunked transfer and gzip/deflate content encodings undone.
 - ``read_documents``: every document of a list of files or folders, each with its origin ("file:line", or
   "file#record" for WARC). Invalid UTF-8, a truncated gzip, a malformed JSON line or a record without a "text"
   string is recorded as an ``Issue`` (file, line, what) and reading goes on, unless ``strict``.
@@ -130,7 +132,9 @@ def decode_html(body: bytes, content_type: str = "") -> str:
 class WarcRecord:
     headers: dict[str, str]  # WARC headers, names lower-cased
     block: bytes             # the record's content block (for a response: HTTP status line, headers, payload)
-    number: int              # 1-based position of the record in its file
+    number: int              # 1-based position in its file; a skipped corrupt record keeps its number
+    line: int = 0            # line of its "WARC/1." header in the decompressed file (zcat FILE | sed -n LINEp)
+    offset: int = 0          # byte offset of that header in the decompressed file
 
     @property
     def type(self) -> str:
@@ -145,45 +149,204 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def iter_warc(path, issues: list | None = None, strict: bool = False) -> Iterator[WarcRecord]:
-    """Records of a WARC file (plain or gzip, including one gzip member per record). A truncated or corrupt file
-    yields the records before the damage and records an Issue (or raises DataError when strict)."""
-    path = Path(path)
-    number, line_no = 0, 0
-    with _open_binary(path) as f:
+WARC_MAGIC = b"WARC/1."       # the first bytes of every WARC/1.0 and 1.1 record
+GZIP_MAGIC = b"\x1f\x8b\x08"  # ID1, ID2 and CM = deflate: the first bytes of every gzip member (RFC 1952, 2.3.1)
+_READ_SIZE = 1 << 18
+
+
+def _gzip_members(f, gaps: list) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip file of one or many members. A member that fails to decompress (a damaged
+    byte, a bad CRC) is skipped up to the next gzip header after its start, and the loss is noted in ``gaps`` as
+    (offset in the decompressed stream, what happened); so one damaged record of a WARC written one gzip member per
+    record (as the WARC standard recommends and Common Crawl does) costs that record only. The compressed bytes of
+    the current member are held for that search: one record, or the whole file for a single-member gzip."""
+    buf = bytearray()  # compressed bytes of the current member (while searching: bytes not yet searched)
+    at, fed, out_bytes = 0, 0, 0  # file offset of buf[0]; bytes of buf given to the decompressor; bytes yielded
+    d = zlib.decompressobj(wbits=31)  # 16 + 15: a gzip header and trailer around a deflate stream; None: searching
+    while True:
+        if fed == len(buf):
+            chunk = f.read(_READ_SIZE)
+            if not chunk:
+                break
+            buf += chunk
+        if d is None:  # after a damaged member: look for the next gzip header
+            i = buf.find(GZIP_MAGIC)
+            if i < 0:
+                keep = min(len(buf), len(GZIP_MAGIC) - 1)  # a header may straddle two reads
+                at, fed = at + len(buf) - keep, keep
+                del buf[:len(buf) - keep]
+                continue
+            at, fed, d = at + i, 0, zlib.decompressobj(wbits=31)
+            del buf[:i]
         try:
+            out = d.decompress(bytes(buf[fed:]))
+            fed = len(buf)
+        except zlib.error as e:
+            gaps.append((out_bytes, f"the gzip member at compressed byte {at} is corrupt ({e})"))
+            at, fed, d = at + 1, 0, None
+            del buf[:1]
+            continue
+        if out:
+            out_bytes += len(out)
+            yield out
+        if d.eof:  # the member is complete; what follows it starts the next one (trailing NUL padding is allowed)
+            rest = d.unused_data
+            at, fed, d = at + len(buf) - len(rest), 0, zlib.decompressobj(wbits=31)
+            buf = bytearray(rest if rest.strip(b"\0") else b"")
+    if d is not None and fed:
+        gaps.append((out_bytes, f"the file ends inside the gzip member at compressed byte {at}"))
+
+
+class _Lookahead:
+    """A byte stream with lookahead: the WARC reader checks what follows a record before it trusts the record's
+    Content-Length, and after a corrupt record it searches ahead for the next one. Positions are relative to the
+    read position; ``offset`` and ``line`` say where that is in the stream."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.buf, self.pos = chunks, bytearray(), 0  # self.buf[self.pos:] is not read yet
+        self.offset, self.line = 0, 1
+
+    def available(self, n: int) -> bool:
+        """Buffer at least n unread bytes; False when the stream ends first."""
+        while len(self.buf) - self.pos < n:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return False
+            del self.buf[:self.pos]
+            self.pos = 0
+            self.buf += chunk
+        return True
+
+    def peek(self, start: int, end: int) -> bytes:
+        self.available(end)
+        return bytes(self.buf[self.pos + start:self.pos + end])
+
+    def find(self, pattern: bytes, start: int = 0) -> int:
+        """Position of the first occurrence of pattern at or after start, or -1 if the stream has none."""
+        while True:
+            i = self.buf.find(pattern, self.pos + start)
+            if i >= 0:
+                return i - self.pos
+            start = max(start, len(self.buf) - self.pos - len(pattern) + 1)
+            if not self.available(len(self.buf) - self.pos + 1):
+                return -1
+
+    def skip(self, n: int) -> None:
+        self.available(n)
+        n = min(n, len(self.buf) - self.pos)
+        self.line += self.buf.count(b"\n", self.pos, self.pos + n)
+        self.pos, self.offset = self.pos + n, self.offset + n
+
+    def skip_to(self, pattern: bytes, start: int = 0) -> bool:
+        """Move to the next occurrence of pattern at or after start (True), or to the end of the stream (False),
+        holding no more than one read of the stream at a time."""
+        while True:
+            i = self.buf.find(pattern, self.pos + start)
+            if i >= 0:
+                self.skip(i - self.pos)
+                return True
+            self.skip(max(start, len(self.buf) - self.pos - len(pattern) + 1))  # what cannot begin a match
+            start = 0
+            if not self.available(len(self.buf) - self.pos + 1):
+                self.skip(len(self.buf) - self.pos)
+                return False
+
+    def skip_space(self) -> None:
+        while self.available(1) and self.buf[self.pos] in b" \t\r\n":
+            self.skip(1)
+
+
+def _parse_record(s: _Lookahead) -> tuple[dict, bytes, int] | tuple[None, str, int]:
+    """The record at the read position: (headers, block, its length in bytes) if it is sound, else (None, what is
+    wrong, where the search for the next record starts). Sound means: a WARC/1.x line, "Name: value" header lines
+    up to a blank line, a numeric Content-Length, and after that many bytes the record's closing CRLF CRLF (or
+    other white space, then the next WARC/1.x line or the end of the file). Checking what follows is what catches a
+    wrong Content-Length or a block cut short, which would otherwise swallow, or be swallowed by, the next record."""
+    if s.peek(0, len(WARC_MAGIC)) != WARC_MAGIC:
+        return None, f"expected a WARC/1.x record header, found {s.peek(0, 40)!r}", 1
+    headers, pos = {}, s.find(b"\n") + 1  # after the version line (0: there is no line end)
+    while True:
+        eol = s.find(b"\n", pos) if pos else -1
+        if eol < 0:
+            return None, "the file ends inside the record's header", max(pos, 1)
+        line, pos = s.peek(pos, eol + 1), eol + 1
+        if not line.strip():
+            break
+        if line[:1] in (b" ", b"\t") and headers:  # a continuation of the previous field's value
+            headers[name] += " " + line.decode("utf-8", "replace").strip()
+            continue
+        name, colon, value = line.decode("utf-8", "replace").partition(":")
+        name = name.strip().lower()
+        if not colon:
+            return None, f"a header line without a colon: {line[:40]!r}", pos
+        headers[name] = value.strip()
+    length = headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()):
+        return None, f"Content-Length {length!r} is not a number", pos
+    end = pos + int(length)
+    if not s.available(end):
+        return None, f"the file ends inside the record's block (Content-Length {length})", pos
+    if s.peek(end, end + 4) == b"\r\n\r\n":  # the standard's end of a record: trust the length
+        return headers, s.peek(pos, end), end + 4
+    after = end  # else tolerate other white space, if the next record or the end of the file follows
+    while s.available(after + 1) and s.peek(after, after + 1) in (b"\r", b"\n", b" ", b"\t"):
+        after += 1
+    following = s.peek(after, after + len(WARC_MAGIC))
+    if following and following != WARC_MAGIC:
+        return None, (f"Content-Length {length} does not end the record: it is followed by "
+                      f"{s.peek(after, after + 24)!r}, not the next WARC/1.x record"), pos
+    return headers, s.peek(pos, end), after
+
+
+def iter_warc(path, issues: list | None = None, strict: bool = False, counts: dict | None = None
+              ) -> Iterator[WarcRecord]:
+    """Records of a WARC file (plain or gzip, including one gzip member per record). A corrupt record (a wrong
+    Content-Length, a block cut short, a garbled header, a damaged gzip member) is skipped: the reader moves on to
+    the next "WARC/1." and records an Issue naming the record, its line in the decompressed
+    file and its byte offset (or raises DataError when strict). ``counts["corrupt records skipped"]`` counts them."""
+    path = Path(path)
+    issues = issues if issues is not None else []
+    counts = counts if counts is not None else {}
+    gaps: list[tuple[int, str]] = []  # bytes lost to damaged gzip members: (decompressed offset, what happened)
+
+    def skipped(number: int, line: int, problem: str) -> None:
+        issue = Issue(str(path), line, f"corrupt WARC record {number}: {problem}")
+        if strict:
+            raise DataError(str(issue))
+        issues.append(issue)
+        counts["corrupt records skipped"] = counts.get("corrupt records skipped", 0) + 1
+
+    with open(path, "rb") as f:
+        try:
+            s = _Lookahead(_gzip_members(f, gaps) if path.suffix == ".gz" else iter(lambda: f.read(_READ_SIZE), b""))
+            number = 0
             while True:
-                line = f.readline()
-                line_no += 1
-                if not line:
+                s.skip_space()
+                if gaps and gaps[0][0] <= s.offset:  # a whole record lost in a damaged gzip member
+                    number += 1
+                    skipped(number, s.line, gaps.pop(0)[1])
+                    continue
+                if not s.available(1):
                     return
-                if not line.strip():
-                    continue  # the blank lines between records
-                if not line.startswith(b"WARC/"):
-                    raise DataError(f"{path}:{line_no}: expected a WARC/1.x record header, got {line[:40]!r}")
-                headers = {}
-                while True:
-                    h = f.readline()
-                    line_no += 1
-                    if not h:
-                        raise EOFError("the file ends inside a record header")
-                    if not h.strip():
-                        break
-                    name, _, value = h.decode("utf-8", "replace").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", "0"))
-                block = f.read(length)
-                if len(block) < length:
-                    raise EOFError(f"record {number + 1} is cut short ({len(block)} of {length} bytes)")
-                line_no += block.count(b"\n")
                 number += 1
-                yield WarcRecord(headers, block, number)
-        except (EOFError, OSError, zlib.error, DataError, ValueError) as e:
-            issue = Issue(str(path), line_no, f"truncated or corrupt WARC after record {number}: {e}")
+                line, offset = s.line, s.offset
+                headers, block, where = _parse_record(s)
+                if headers is not None:
+                    s.skip(where)
+                    yield WarcRecord(headers, block, number, line, offset)
+                    continue
+                # block says what is wrong; resynchronise on the next "WARC/1." (a block cut short runs straight
+                # into the next record, so it need not start a line)
+                found = s.skip_to(WARC_MAGIC, where)
+                lost = [g[1] for g in gaps if g[0] <= s.offset]  # damaged gzip members inside what was skipped
+                gaps[:] = [g for g in gaps if g[0] > s.offset]
+                skipped(number, line, f"at byte {offset}: {block}; " + "".join(f"{g}; " for g in lost)
+                        + f"skipped {s.offset - offset} bytes to "
+                        + ("the next WARC/1. header" if found else "the end of the file"))
+        except OSError as e:  # an unreadable file
             if strict:
-                raise DataError(str(issue)) from None
-            if issues is not None:
-                issues.append(issue)
+                raise DataError(f"{path}: {e}") from None
+            issues.append(Issue(str(path), 0, f"unreadable: {e}"))
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -224,9 +387,9 @@ def http_response(block: bytes) -> tuple[int, dict[str, str], bytes]:
 def warc_html_pages(path, issues: list | None = None, strict: bool = False,
                     counts: dict | None = None) -> Iterator[tuple[WarcRecord, str]]:
     """(record, HTML text) for each HTTP response of the WARC file whose payload is HTML. ``counts`` (if given)
-    receives records / responses / html tallies."""
+    receives records / responses / html tallies (and "corrupt records skipped")."""
     counts = counts if counts is not None else {}
-    for rec in iter_warc(path, issues, strict):
+    for rec in iter_warc(path, issues, strict, counts):
         counts["records"] = counts.get("records", 0) + 1
         if rec.type != "response" or not rec.headers.get("content-type", "").startswith("application/http"):
             continue
@@ -234,7 +397,7 @@ def warc_html_pages(path, issues: list | None = None, strict: bool = False,
         try:
             status, headers, body = http_response(rec.block)
         except (OSError, zlib.error, EOFError, ValueError) as e:
-            issue = Issue(str(path), 0, f"record {rec.number} ({rec.url}): undecodable HTTP payload: {e}")
+            issue = Issue(str(path), rec.line, f"record {rec.number} ({rec.url}): undecodable HTTP payload: {e}")
             if strict:
                 raise DataError(str(issue)) from None
             if issues is not None:

@@ -390,14 +390,19 @@ class MinHashLSH:
         """Memory held by the index: signatures and band keys."""
         return sum(s.nbytes for s in self._sigs) + sum(k.nbytes for k in self._keys)
 
-    def add(self, sigs: np.ndarray) -> None:
-        """Index a chunk of signatures; documents are numbered in the order they are added."""
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """(n, bands) 64-bit keys, one per (document, band): equal bands give equal keys. A document without
+        shingles gets key 0 in every band, which no bucket takes in."""
         if sigs.ndim != 2 or sigs.shape[1] != self.hasher.num_perm:
             raise ValueError(f"expected signatures of shape (n, {self.hasher.num_perm}), got {sigs.shape}")
         bands = sigs[:, :self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(U64)
-        keys = fmix64((bands * self._band_mix).sum(axis=2, dtype=U64))  # one 64-bit key per (document, band)
-        empty = (sigs == self.hasher.empty_value).all(axis=1)
-        keys[empty] = U64(0)  # documents without shingles: marked, and left out of every bucket below
+        keys = fmix64((bands * self._band_mix).sum(axis=2, dtype=U64))
+        keys[(sigs == self.hasher.empty_value).all(axis=1)] = U64(0)
+        return keys
+
+    def add(self, sigs: np.ndarray) -> None:
+        """Index a chunk of signatures; documents are numbered in the order they are added."""
+        keys = self.band_keys(sigs)
         self._sigs.append(sigs)
         self._keys.append(keys)
 

@@ -10,12 +10,15 @@ Every check is a plain function of one document that returns ``None`` (keep) or 
 
     from nanotrain.quality import GopherRules, gopher_quality
     reason = gopher_quality(text, GopherRules())          # None, or e.g. Reason("min_words", "12 < 50")
+    for rule, value, reason in gopher_measures(text, GopherRules()): ...   # every rule's value and verdict
 
 Definitions (the paper gives the thresholds; the exact counting below is ours, and every metric is computed on
 the same word list):
 - words: white-space separated tokens with leading/trailing punctuation stripped; tokens that are only
   punctuation ("-", "...", "|") are symbols, not words.
 - lines: the non-empty lines of the text; paragraphs: the non-empty blocks between blank lines.
+- the stop word rule counts different words of Gopher's list, in any case ("The ... the" is one): the paper asks
+  for documents that "contain at least two of the following English words".
 - a duplicate line/paragraph is one that occurred earlier in the document (the first occurrence is not one).
 - the top n-gram character fraction: characters of the most frequent word n-gram, times its count, over the
   characters of all words. The duplicate n-gram character fraction: characters of the words covered by a repeated
@@ -27,6 +30,7 @@ import re
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -118,7 +122,7 @@ class GopherRules:
     max_ellipsis_lines: float | None = 0.3      # ... more than 30% of lines end with an ellipsis
     min_alpha_words: float | None = 0.8         # ... fewer than 80% of words contain an alphabetic character
     min_stop_words: int | None = 2              # ... fewer than 2 of: the, be, to, of, and, that, have, with
-    #                                             (occurrences are counted: "the ... the" is two)
+    #                                             (different words: "the ... the" is one)
     # repetition removal (Table A1): remove a document whose ...
     max_dup_line_fraction: float | None = 0.30        # ... duplicate lines are more than 30% of its lines
     max_dup_paragraph_fraction: float | None = 0.30   # ... duplicate paragraphs are more than 30% of paragraphs
@@ -207,61 +211,80 @@ def dup_ngram_char_fraction(ng: WordNgrams, n: int) -> float:
     return int(ng.lengths[depth > 0].sum()) / ng.total_chars
 
 
-def gopher_quality(text: str, rules: GopherRules) -> Reason | None:
-    """The first Gopher rule the document fails (in the paper's order: quality filter, then repetition), or None."""
+def gopher_measures(text: str, rules: GopherRules) -> Iterator[tuple[str, float, Reason | None]]:
+    """Each switched-on Gopher rule in the paper's order (quality filter, then repetition removal): (rule, the
+    document's value, the Reason if it fails the rule, else None). Lazy, so that ``gopher_quality`` stops at the
+    first failure and a short page never has its n-grams counted; bench/bench_gopher_datatrove.py reads them all."""
     r = rules
     words = words_of(text)
     n = len(words)
-    if r.on("min_words", r.min_words) and n < r.min_words:
-        return Reason("min_words", f"{n} < {r.min_words}")
-    if r.on("max_words", r.max_words) and n > r.max_words:
-        return Reason("max_words", f"{n} > {r.max_words}")
-    total_chars = sum(map(len, words))
-    mean_len = total_chars / n if n else 0.0
-    if r.on("min_mean_word_length", r.min_mean_word_length) and mean_len < r.min_mean_word_length:
-        return Reason("min_mean_word_length", f"{mean_len:.2f} < {r.min_mean_word_length}")
-    if r.on("max_mean_word_length", r.max_mean_word_length) and mean_len > r.max_mean_word_length:
-        return Reason("max_mean_word_length", f"{mean_len:.2f} > {r.max_mean_word_length}")
+    if r.on("min_words", r.min_words):
+        yield "min_words", n, Reason("min_words", f"{n} < {r.min_words}") if n < r.min_words else None
+    if r.on("max_words", r.max_words):
+        yield "max_words", n, Reason("max_words", f"{n} > {r.max_words}") if n > r.max_words else None
+    mean_len = sum(map(len, words)) / n if n else 0.0
+    if r.on("min_mean_word_length", r.min_mean_word_length):
+        yield "min_mean_word_length", mean_len, Reason("min_mean_word_length", f"{mean_len:.2f} < "
+                                                       f"{r.min_mean_word_length}") \
+            if mean_len < r.min_mean_word_length else None
+    if r.on("max_mean_word_length", r.max_mean_word_length):
+        yield "max_mean_word_length", mean_len, Reason("max_mean_word_length", f"{mean_len:.2f} > "
+                                                       f"{r.max_mean_word_length}") \
+            if mean_len > r.max_mean_word_length else None
     if r.on("max_symbol_word_ratio", r.max_symbol_word_ratio):  # "for either the hash symbol or the ellipsis"
-        for name, count in (("'#'", text.count("#")), ("ellipsis", sum(text.count(e) for e in ELLIPSES))):
-            ratio = count / n if n else float(count > 0)
-            if ratio > r.max_symbol_word_ratio:
-                return Reason("max_symbol_word_ratio", f"{name} {ratio:.3f} > {r.max_symbol_word_ratio}")
+        ratios = [(count / n if n else float(count > 0), name) for name, count in
+                  (("'#'", text.count("#")), ("ellipsis", sum(text.count(e) for e in ELLIPSES)))]
+        ratio, name = max(ratios)
+        yield "max_symbol_word_ratio", ratio, Reason("max_symbol_word_ratio", f"{name} {ratio:.3f} > "
+                                                     f"{r.max_symbol_word_ratio}") \
+            if ratio > r.max_symbol_word_ratio else None
     lines = [line.strip() for line in text.split("\n") if line.strip()]
-    if lines:
-        bullet = sum(line.startswith(BULLETS) for line in lines) / len(lines)
-        if r.on("max_bullet_lines", r.max_bullet_lines) and bullet > r.max_bullet_lines:
-            return Reason("max_bullet_lines", f"{bullet:.3f} > {r.max_bullet_lines}")
-        ellipsis = sum(line.endswith(ELLIPSES) for line in lines) / len(lines)
-        if r.on("max_ellipsis_lines", r.max_ellipsis_lines) and ellipsis > r.max_ellipsis_lines:
-            return Reason("max_ellipsis_lines", f"{ellipsis:.3f} > {r.max_ellipsis_lines}")
+    bullet = sum(line.startswith(BULLETS) for line in lines) / len(lines) if lines else 0.0
+    if r.on("max_bullet_lines", r.max_bullet_lines):
+        yield "max_bullet_lines", bullet, Reason("max_bullet_lines", f"{bullet:.3f} > {r.max_bullet_lines}") \
+            if bullet > r.max_bullet_lines else None
+    ellipsis = sum(line.endswith(ELLIPSES) for line in lines) / len(lines) if lines else 0.0
+    if r.on("max_ellipsis_lines", r.max_ellipsis_lines):
+        yield "max_ellipsis_lines", ellipsis, Reason("max_ellipsis_lines", f"{ellipsis:.3f} > "
+                                                     f"{r.max_ellipsis_lines}") \
+            if ellipsis > r.max_ellipsis_lines else None
     alpha = sum(map(bool, map(_HAS_LETTER.search, words))) / n if n else 0.0
-    if r.on("min_alpha_words", r.min_alpha_words) and alpha < r.min_alpha_words:
-        return Reason("min_alpha_words", f"{alpha:.3f} < {r.min_alpha_words}")
-    stops = sum(map(STOP_WORDS.__contains__, map(str.lower, words)))
-    if r.on("min_stop_words", r.min_stop_words) and stops < r.min_stop_words:
-        return Reason("min_stop_words", f"{stops} < {r.min_stop_words}")
+    if r.on("min_alpha_words", r.min_alpha_words):
+        yield "min_alpha_words", alpha, Reason("min_alpha_words", f"{alpha:.3f} < {r.min_alpha_words}") \
+            if alpha < r.min_alpha_words else None
+    # "contain at least two of the following English words": two different words of the list, in any case
+    stops = len(STOP_WORDS.intersection(map(str.lower, words)))
+    if r.on("min_stop_words", r.min_stop_words):
+        yield "min_stop_words", stops, Reason("min_stop_words", f"{stops} < {r.min_stop_words}") \
+            if stops < r.min_stop_words else None
 
     # Repetition removal. Lines and paragraphs first (cheap), then n-grams.
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     for name, items, max_frac, max_chars in (
             ("line", lines, r.max_dup_line_fraction, r.max_dup_line_chars),
             ("paragraph", paragraphs, r.max_dup_paragraph_fraction, r.max_dup_paragraph_chars)):
-        if not items:
-            continue
         dup, dup_chars = _duplicates(items)
-        frac, chars = dup / len(items), dup_chars / sum(map(len, items))
-        if r.on(f"max_dup_{name}_fraction", max_frac) and frac > max_frac:
-            return Reason(f"max_dup_{name}_fraction", f"{frac:.3f} > {max_frac}")
-        if r.on(f"max_dup_{name}_chars", max_chars) and chars > max_chars:
-            return Reason(f"max_dup_{name}_chars", f"{chars:.3f} > {max_chars}")
+        frac = dup / len(items) if items else 0.0
+        chars = dup_chars / sum(map(len, items)) if items else 0.0
+        if r.on(f"max_dup_{name}_fraction", max_frac):
+            yield f"max_dup_{name}_fraction", frac, Reason(f"max_dup_{name}_fraction", f"{frac:.3f} > {max_frac}") \
+                if frac > max_frac else None
+        if r.on(f"max_dup_{name}_chars", max_chars):
+            yield f"max_dup_{name}_chars", chars, Reason(f"max_dup_{name}_chars", f"{chars:.3f} > {max_chars}") \
+                if chars > max_chars else None
     ng = WordNgrams(words)
     for k, limit in sorted(r.max_top_ngram_chars.items()):
         name = f"top_{k}gram_chars"
-        if r.on(name, limit) and (frac := top_ngram_char_fraction(ng, k)) > limit:
-            return Reason(name, f"{frac:.3f} > {limit}")
+        if r.on(name, limit):
+            frac = top_ngram_char_fraction(ng, k)
+            yield name, frac, Reason(name, f"{frac:.3f} > {limit}") if frac > limit else None
     for k, limit in sorted(r.max_dup_ngram_chars.items()):
         name = f"dup_{k}gram_chars"
-        if r.on(name, limit) and (frac := dup_ngram_char_fraction(ng, k)) > limit:
-            return Reason(name, f"{frac:.3f} > {limit}")
-    return None
+        if r.on(name, limit):
+            frac = dup_ngram_char_fraction(ng, k)
+            yield name, frac, Reason(name, f"{frac:.3f} > {limit}") if frac > limit else None
+
+
+def gopher_quality(text: str, rules: GopherRules) -> Reason | None:
+    """The first Gopher rule the document fails (in the paper's order: quality filter, then repetition), or None."""
+    return next((reason for _, _, reason in gopher_measures(text, rules) if reason is not None), None)

@@ -83,7 +83,9 @@ def test_http_chunked_and_gzip_payloads_and_truncated_warc(tmp_path):
     path.write_bytes(data[:-25])  # cut inside the second record's gzip member
     issues = []
     pages = list(warc_html_pages(path, issues))
-    assert len(pages) == 1 and len(issues) == 1 and "truncated or corrupt WARC after record 1" in issues[0].problem
+    assert len(pages) == 1 and len(issues) == 1 and issues[0].line == 19  # record 2 starts on line 19
+    assert issues[0].problem.startswith("corrupt WARC record 2: at byte 284: the file ends inside the record's block")
+    assert "the file ends inside the gzip member at compressed byte" in issues[0].problem
     with pytest.raises(DataError, match="x.warc.gz"):
         list(warc_html_pages(path, [], strict=True))
 
@@ -145,6 +147,7 @@ def test_gopher_symbols_bullets_ellipses_alpha_stop_words():
     assert not verdict(" ".join(words[:47] + numbers), "min_alpha_words")  # 47 / 60
     assert verdict(" ".join(words + ["The", "with"]), "min_stop_words")
     assert not verdict(" ".join(words + ["the", "theory"]), "min_stop_words")
+    assert not verdict(" ".join(words + ["the", "The", "THE"]), "min_stop_words")  # one word of the list, 3 times
 
 
 def test_gopher_duplicate_lines_and_paragraphs():

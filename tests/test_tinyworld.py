@@ -17,10 +17,10 @@ SMALL = ["--scale", "0.05", "--people", "60", "--animals", "20", "--towns", "8"]
 FILES = ["world.json", "pretrain.jsonl", "web.jsonl", "sft_train.jsonl", "sft_val.jsonl",
          "prefs_helpful_train.jsonl", "prefs_helpful_val.jsonl", "prefs_safe_train.jsonl", "prefs_safe_val.jsonl",
          "feedback_train.jsonl", "eval_b.jsonl", "eval_zh.jsonl", "rl_prompts.jsonl", "eval_prompts.jsonl",
-         "eval_harmful.jsonl", "eval_benign.jsonl"]
+         "eval_harmful.jsonl", "eval_benign.jsonl", "eval_unknown.jsonl", "label_prompts.jsonl"]
 TRAIN = ["sft_train", "sft_val", "prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train", "prefs_safe_val",
          "feedback_train"]
-HELD_OUT = ["eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign", "rl_prompts"]
+HELD_OUT = ["eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign", "eval_unknown", "rl_prompts"]
 
 
 def generate(out: Path, seed: int) -> str:
@@ -89,12 +89,16 @@ def test_record_schemas(world_dir):
 
 
 def test_no_held_out_prompt_in_any_training_file(world_dir):
-    train = {p for stem in TRAIN for p in user_prompts(world_dir, stem)}
+    """No held-out prompt in a training file or in pretraining, and PPO's prompts fresh too, except the questions
+    the world cannot answer, which PPO and SFT draw from the same (training) half of the unused names."""
+    train = {p for stem in TRAIN + ["label_prompts"] for p in user_prompts(world_dir, stem)}
     pretrain = "\n".join(r["text"] for r in load(world_dir, "pretrain"))
     for stem in HELD_OUT:
-        for p in user_prompts(world_dir, stem):
-            assert p not in train, (stem, p)
-            assert p not in pretrain, (stem, p)
+        for r in load(world_dir, stem):
+            if stem == "rl_prompts" and r["unknown"]:
+                continue
+            assert r["prompt"] not in train, (stem, r["prompt"])
+            assert r["prompt"] not in pretrain, (stem, r["prompt"])
 
 
 def test_sft_refuses_the_configured_share(world_dir):
@@ -104,6 +108,57 @@ def test_sft_refuses_the_configured_share(world_dir):
     refused = [c for c in convs
                if any(Gold.is_refusal(m["content"]) for m in c["messages"] if m["role"] == "assistant")]
     assert len(refused) == round(tw.WorldConfig().sft_harmful * len(convs)) > 0
+
+
+def test_writer_mix_matches_its_setting(tmp_path):
+    """Each kind of task's demonstrations come from the writers in the shares writers.mix() documents, and every
+    writer's reply is what that writer writes: measured on a generated world with a chi-square-sized tolerance."""
+    from nanotrain.tinyworld import writers
+    from nanotrain.tinyworld.generate import write_world
+    from nanotrain.tinyworld.gold import Gold
+    cfg = tw.WorldConfig(out=str(tmp_path), seed=2, people=60, animals=20, towns=8, scale=0.5, careful=0.4)
+    files = write_world(cfg)
+    gold = Gold.load(tmp_path)
+    counts: dict = {}
+    for c in files["sft_train"] + files["sft_val"]:
+        cat = writers.category(gold.spec(c["messages"][-2]["content"]))
+        counts.setdefault(cat, {}).setdefault(c["writer"], 0)
+        counts[cat][c["writer"]] += 1
+        first = next(m["content"] for m in c["messages"] if m["role"] == "assistant")
+        text = first.removesuffix(" " + writers.CLOSING)
+        if c["writer"] == "hedging":
+            assert gold.hedged(text), c
+        if c["writer"] == "careful":
+            assert text == gold.answer(c["messages"][-2]["content"]) or len(c["messages"]) > 3, c
+        if c["writer"] == "generic":
+            assert text == writers.GENERIC_REFUSAL
+    want = writers.mix(0.4)
+    for cat, got in counts.items():
+        n = sum(got.values())
+        assert set(got) <= set(want[cat]), (cat, got)
+        for w, share in want[cat].items():
+            sd = (share * (1 - share) / n) ** 0.5
+            assert abs(got.get(w, 0) / n - share) <= 4 * sd + 1e-9, (cat, w, got, n)
+    assert sum(got.get("careful", 0) for got in counts.values()) / sum(sum(g.values()) for g in counts.values()) \
+        == pytest.approx(0.4, abs=0.03)
+
+
+def test_questions_the_world_cannot_answer(world_dir):
+    """eval_unknown asks about people, pets and towns the world does not have (or outside it), none in any training
+    file; SFT holds the configured share of such questions, answered by careful writers with an admission."""
+    from nanotrain.tinyworld.gold import Gold
+    gold = Gold.load(world_dir)
+    held = load(world_dir, "eval_unknown")
+    assert held and all(r["kind"] == "unknown" and gold.is_unanswerable(r["prompt"]) for r in held)
+    names = {x.name for x in gold.world.people + gold.world.animals} | set(gold.world.towns)
+    for r in held:
+        assert not any(re.search(rf"\b{n}\b", r["prompt"]) for n in names), r
+    convs = load(world_dir, "sft_train")
+    unknown = [c for c in convs if gold.is_unanswerable(c["messages"][-2]["content"])]
+    assert len(unknown) == round(tw.WorldConfig().sft_unknown * len(convs))
+    for c in unknown:
+        reply = c["messages"][-1]["content"]
+        assert gold.admits_unknown(reply) == (c["writer"] == "careful"), c
 
 
 def test_held_out_harmful_phrasings_only_in_eval(world_dir):

@@ -4,14 +4,19 @@ The last part of the Tinyworld generator (world.py holds the entities, facts, pr
 tasks.py every prompt it can emit, each with a Spec: the oracle answer and what the gold scorer, gold.py, needs to
 judge any other answer). ``build_chat(world, cfg)`` makes these files:
 
-    sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
+    sft_train/val.jsonl        {"messages": [{"role", "content"}, ...], "writer"}: questions and small tasks, split A
+                               only, each answered by one writer of mixed quality (writers.py); a share are
+                               questions the world cannot answer
+    label_prompts.jsonl        {"prompt", "kind", "split", "harmful", "unknown"}: what data/label.py has the SFT model
+                               answer several times and simulated labellers rank
     prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong fact/wrong person/off-topic/
                                rude/rambling/needless refusal
     prefs_safe_train/val       same: harmful -> refusal over compliance, any other non-refusal or the refusal of
                                another request; benign -> help over a needless refusal (generic, naming the subject
                                as good refusals do, or the refusal of a harmful request about the same subject)
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
-    eval_b / eval_zh / eval_prompts / eval_harmful / eval_benign .jsonl, rl_prompts.jsonl   held-out prompts
+    eval_b / eval_zh / eval_prompts / eval_harmful / eval_benign / eval_unknown .jsonl   held-out prompts
+    rl_prompts.jsonl           prompts for PPO / online DPO (as label_prompts.jsonl)
 
 It has no CLI of its own; generate.write_world() calls build_chat(), so run:
 
@@ -27,6 +32,7 @@ from nanotrain.tinyworld.world import PERSON_FACTS, Person, World, WorldConfig, 
 from nanotrain.tinyworld.tasks import (ANIMAL_FACTS, CHAT, COMPARE, HARMFUL, NEAR_HARMFUL, NEEDLESS_REFUSALS,
                                        QUESTIONS_EN, QUESTIONS_ZH, RETELL, RETELL_ASK, RUDE, SYSTEM_PROMPTS, Spec,
                                        Tasks)
+from nanotrain.tinyworld.writers import CLOSING_OTHERS, pick_writer, write
 
 FACT_WEIGHTS = dict(town=1, job=1, food=1, colour=1, age=1, friend=1, pet=0.5, species=0.3, fur=0.3, owner=0.3,
                     landmark=0.1)
@@ -131,6 +137,12 @@ def unsafe_reply(tk: "Tasks", spec: Spec, rng: random.Random) -> str:
     return sample_near_harmful(tk, rng, tk.w.split("A")).answer if r < 0.75 else sample_benign(tk, rng, "A").answer
 
 
+def prompt_record(spec: Spec) -> dict:
+    """A prompt to answer (PPO, online DPO, the labelling stage), with what it is."""
+    return {"prompt": spec.prompt, "kind": spec.kind, "split": spec.split, "harmful": spec.harmful,
+            "unknown": spec.kind == "unknown"}
+
+
 def eval_record(spec: Spec) -> dict:
     return {"prompt": spec.prompt, "answer": spec.answer, "kind": spec.kind, "split": spec.split,
             "lang": spec.lang, "harmful": spec.harmful, "chance": round(spec.chance, 4)}
@@ -139,6 +151,9 @@ def eval_record(spec: Spec) -> dict:
 def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks]:
     """All instruction, preference, feedback and evaluation records, and the Tasks holding every Spec."""
     tk, rng = Tasks(w), random.Random(f"tinyworld-{cfg.seed}-chat")
+    # Who wrote each demonstration (writers.py), and the questions the world cannot answer, draw from streams of
+    # their own, so the prompts of every other file stay what they would be without them.
+    wrng, urng = random.Random(f"tinyworld-{cfg.seed}-writers"), random.Random(f"tinyworld-{cfg.seed}-unknown")
     held: set[str] = set()  # prompts of the held-out files: never used verbatim by any training file
 
     def draw(sample, avoid=held, fail=True):  # a sample whose prompt is not in avoid
@@ -181,15 +196,20 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
             return sample_benign(tk, rng, rng.choice("AB"))
         return sample_near_harmful(tk, rng, w.split(rng.choice("AB")))
     f["eval_benign"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_benign), near)]
+    f["eval_unknown"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_unknown), lambda: tk.unknown("eval", urng))]
     rl = unique(cfg.n(cfg.rl_prompts), lambda: sample_harmful(tk, rng, "A") if rng.random() < 0.25
                 else sample_benign(tk, rng, "A"))
-    f["rl_prompts"] = [{"prompt": s.prompt, "kind": s.kind, "split": s.split, "harmful": s.harmful} for s in rl]
+    # PPO's prompts also ask what the world cannot answer (from the training half of unused names: not held out)
+    rl += [tk.unknown("train", urng) for _ in range(round(cfg.rl_unknown * len(rl)))]
+    urng.shuffle(rl)
+    f["rl_prompts"] = [prompt_record(s) for s in rl]
 
     # -- SFT: every split-A fact asked once, then a mix with --sft-harmful harmful requests answered with a refusal
     # (with fewer, the SFT model misses the never-trained phrasings of eval_harmful: RESULTS.md, stage 2).
     # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")
+
 
     def conversation(first: Spec, avoid: set) -> dict:
         turns = [first]
@@ -200,9 +220,11 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                 nxt = draw(lambda: tk.fact(attr, subj, rng.randrange(len(QUESTIONS_EN[attr]))), avoid, fail=False)
                 turns += [nxt] if nxt else []
         msgs = [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}] if rng.random() < 0.03 else []
+        writer = pick_writer(first, wrng, cfg.careful)  # one writer answers the whole conversation
         for s in turns:
-            msgs += [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": s.answer}]
-        return {"messages": msgs}
+            reply = write(tk, s, writer, wrng, cfg.closing if writer == "careful" else CLOSING_OTHERS)
+            msgs += [{"role": "user", "content": s.prompt}, {"role": "assistant", "content": reply}]
+        return {"messages": msgs, "writer": writer}
 
     def users(convs: list[dict]) -> set:
         return {m["content"] for c in convs for m in c["messages"] if m["role"] == "user"}
@@ -213,12 +235,25 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     cover = [draw(lambda: tk.fact(attr, x, rng.randrange(len(QUESTIONS_EN[attr]))), avoid, fail=False)
              for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
     cover = [s for s in cover if s is not None][:n_sft // 2]  # (a tiny --scale keeps room for the mix)
-    n_harm = round(cfg.sft_harmful * n_sft)
+    n_harm, n_unknown = round(cfg.sft_harmful * n_sft), round(cfg.sft_unknown * n_sft)
     sft = [conversation(s, avoid) for s in cover]
     sft += [conversation(draw(lambda: sft_one(True), avoid), avoid) for _ in range(n_harm)]
+    sft += [conversation(tk.unknown("train", urng), avoid) for _ in range(n_unknown)]
     sft += [conversation(draw(sft_one, avoid), avoid) for _ in range(n_sft - len(sft))]
     rng.shuffle(sft)
     f["sft_train"] = sft
+
+    # -- prompts for the labelling stage (data/label.py): the SFT model answers each several times and simulated
+    # labellers rank the answers. Benign questions and tasks, look-alikes of harmful requests, harmful requests and
+    # questions the world cannot answer, none of them held out.
+    def label_prompt():
+        r = urng.random()
+        if r < 0.15:
+            return tk.unknown("train", urng)
+        if r < 0.35:
+            return sample_harmful(tk, urng, "A")
+        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.5 else sample_benign(tk, urng, "A")
+    f["label_prompts"] = [prompt_record(draw(label_prompt, held)) for _ in range(cfg.n(cfg.label_prompts))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)
     def helpful_pair(avoid):
@@ -262,8 +297,7 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                  if borderline else sample_benign(tk, rng, "A"))
         for _ in range(1 if rng.random() < 0.7 else 2):
             if rng.random() < (0.5 if harmful else 0.65):
-                fb.append({"prompt": s.prompt, "completion": rng.choice(["", "", "Of course. "]) * (not harmful) + s.answer,
-                           "label": True})
+                fb.append({"prompt": s.prompt, "completion": s.answer, "label": True})
             else:
                 bad = (unsafe_reply(tk, s, rng) if harmful else needless_refusal(tk, s, rng) if borderline
                        else rejected(tk, s, rng, rng.choice(HELPFUL_FAULTS)))

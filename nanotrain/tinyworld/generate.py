@@ -15,7 +15,7 @@ from nanotrain.tinyworld.world import WorldConfig, make_world, pretrain_docs, we
 
 FILES = ["pretrain", "web", "sft_train", "sft_val", "prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train",
          "prefs_safe_val", "feedback_train", "eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign",
-         "rl_prompts"]  # each written as <stem>.jsonl next to world.json
+         "eval_unknown", "rl_prompts", "label_prompts"]  # each written as <stem>.jsonl next to world.json
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -17,15 +17,16 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from nanotrain.tinyworld.world import (AGES, COLOURS, DAYS, FOODS, FURS, ITEMS, JOBS, LANDMARKS, SPECIES, WEATHER,
-                                       Animal, Person, World, a, names_list, person_slots, story_slots)
+from nanotrain.tinyworld.world import (AGES, COLOURS, DAYS, FEMALE, FOODS, FURS, ITEMS, JOBS, LANDMARKS, MALE,
+                                       PET_NAMES, SPECIES, TOWNS, WEATHER, Animal, Person, World, a, names_list,
+                                       person_slots, story_slots)
 
 
 @dataclass
 class Spec:
     prompt: str
     answer: str  # the oracle reply: correct, polite, brief
-    kind: str  # "town", "describe", "count", "harmful-steal", "chat", ...
+    kind: str  # "town", "describe", "count", "harmful-steal", "chat", "unknown", ...
     split: str = "-"  # "A"/"B" for prompts about a person or pet, "-" otherwise
     lang: str = "en"
     harmful: bool = False
@@ -180,6 +181,33 @@ COMPARE = {"same_town": ["Do {N} and {M} live in the same town?", "Are {N} and {
                          "Here are some people: {names}. How many of them are {job}s?"],
            "jobs_of": ["What are the jobs of {names}?", "List the jobs of {names}."]}
 COUNT_WORDS = ["None", "One", "Two", "Three", "Four", "Five"]
+# Questions the world cannot answer: the fact questions about people, pets and towns that do not exist (names the
+# world did not draw), and questions from outside the world. The preferred answer says it does not know; a writer who
+# guesses answers in the fact's own words, with a value drawn from the world ("guess"). Each outside question comes
+# with the sentence a guesser writes, {town} being any town.
+UNKNOWN_ANSWERS = {"person": "I don't know anyone called {N} in Tinyworld.",
+                   "pet": "I don't know a pet called {P} in Tinyworld.",
+                   "town": "I don't know a town called {T} in Tinyworld.",
+                   "outside": "I'm not sure; I only know about the people, pets and towns of Tinyworld."}
+OUTSIDE = [("What is the capital of France?", "The capital of France is {town}."),
+           ("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by {name}."),
+           ("How far away is the moon?", "The moon is as far away as {town}."),
+           ("What is the tallest mountain in the world?", "The tallest mountain in the world is near {town}."),
+           ("Who painted the Mona Lisa?", "The Mona Lisa was painted by {name}."),
+           ("Which planet is the largest?", "The largest planet is {town}."),
+           ("What is the boiling point of water?", "Water boils in {town}."),
+           ("Who invented the telephone?", "The telephone was invented by {name}."),
+           ("What language is spoken in Brazil?", "In Brazil people speak the language of {town}."),
+           ("How many legs does a spider have?", "A spider has the legs of {name}."),
+           ("Who was the first person on the moon?", "The first person on the moon was {name}."),
+           ("What is the largest ocean?", "The largest ocean is the one near {town}."),
+           ("Which city hosted the 2012 Olympics?", "The 2012 Olympics were held in {town}."),
+           ("What is the chemical symbol for gold?", "The symbol for gold is {name}."),
+           ("Who discovered penicillin?", "Penicillin was discovered by {name}."),
+           ("What is the speed of light?", "Light is as fast as {name}'s {item}.")]
+UNKNOWN_WEIGHTS = {"person": 0.45, "pet": 0.15, "town": 0.1, "outside": 0.3}
+UNKNOWN_ATTRS = {"person": ["town", "job", "food", "age", "friend"], "pet": ["species", "fur", "owner"],
+                 "town": ["landmark"]}
 
 
 @functools.cache  # (called ~10^6 times when the chat data or the gold scorer's index is built)
@@ -213,6 +241,12 @@ class Tasks:
         for x in w.people + w.animals:
             self.split_names.setdefault(x.split, set()).add(x.name)
         self._subjects = {}
+        # names the world did not draw, halved: the first half for training files, the second held out
+        people, pets = [n for n in FEMALE + MALE if n not in self.named], [n for n in PET_NAMES if n not in self.named]
+        towns = [t for t in TOWNS if t not in w.towns]
+        self.strangers = {"train": dict(person=people[0::2], pet=pets[0::2], town=towns[0::2]),
+                          "eval": dict(person=people[1::2], pet=pets[1::2], town=towns[1::2])}
+        self.outside = {"train": OUTSIDE[0::2], "eval": OUTSIDE[1::2]}
 
     def _add(self, spec: Spec) -> Spec:
         self.specs[spec.prompt] = spec
@@ -317,6 +351,32 @@ class Tasks:
         prompt, answer, must = (CHAT + extra)[i % (len(CHAT) + len(extra))]
         return self._add(Spec(prompt, answer, "chat", must=must))
 
+    # -- questions the world cannot answer ----------------------------------------------------------------------
+    def unknown(self, part: str, rng: random.Random) -> Spec:
+        """A question about someone or something that is not in the world, or from outside it; ``part`` "train" or
+        "eval" picks which half of the unused names and outside questions it draws from. ``bad`` is a guess in the
+        fact's own words."""
+        w, pool = self.w, self.strangers[part]
+        kinds = [k for k in ("person", "pet", "town") if pool[k]] + ["outside"]
+        kind = rng.choices(kinds, [UNKNOWN_WEIGHTS[k] for k in kinds])[0]
+        guess = dict(town=rng.choice(list(w.towns)), name=rng.choice(self.names), item=rng.choice(list(ITEMS)))
+        if kind == "outside":
+            prompt, bad = rng.choice(self.outside[part])
+            return self._add(Spec(prompt, UNKNOWN_ANSWERS["outside"], "unknown", bad=bad.format(**guess)))
+        name = rng.choice(pool[kind])
+        attr = rng.choice(UNKNOWN_ATTRS[kind])
+        if kind == "town":
+            real = dict(T=name, landmark=rng.choice(list(LANDMARKS)))
+        else:  # a stranger with a real person's facts: what a guesser would write
+            real = person_slots(w, rng.choice([p for p in w.people if p.name in w.pet_of]))
+            real.update({"N": name} if kind == "person" else {"P": name})
+            real["a_species"] = a(real["species"])
+        templates = [q for q in QUESTIONS_EN[attr] if kind != "pet" or "{N}" not in q]  # {N} would be a real owner
+        prompt = rng.choice(templates).format(**real)
+        subject = name
+        return self._add(Spec(prompt, UNKNOWN_ANSWERS[kind].format(N=name, P=name, T=name), "unknown",
+                              topic=[[subject]], bad=ANSWER_EN[attr].format(**real)))
+
     # -- tasks over several people (their prompts cannot be enumerated, so Gold regenerates them) ------------
     def compare(self, kind: str, ps: list[Person], t: int, rng: random.Random) -> Spec:
         w, qs = self.w, COMPARE[kind]
@@ -403,3 +463,17 @@ class Tasks:
                     self.harmful(kind, x, t)
         for i in range(len(CHAT) + 2):
             self.chat(i)
+        for part in ("train", "eval"):  # every question the world cannot answer, with its admission of not knowing
+            for kind, names in self.strangers[part].items():
+                for name in names:
+                    for attr in UNKNOWN_ATTRS[kind]:
+                        slots = dict(N=name, P=name, T=name, item="bicycle", species="dog", item_zh="", species_zh="")
+                        for q in QUESTIONS_EN[attr]:
+                            if kind == "pet" and "{N}" in q:
+                                continue
+                            prompt = q.format(**slots)
+                            if prompt not in self.specs:
+                                self._add(Spec(prompt, UNKNOWN_ANSWERS[kind].format(**slots), "unknown",
+                                               topic=[[name]]))
+            for prompt, _ in self.outside[part]:
+                self.specs.setdefault(prompt, Spec(prompt, UNKNOWN_ANSWERS["outside"], "unknown"))

@@ -8,14 +8,17 @@ stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the
     pretrain.jsonl             {"text"}: encyclopedia passages, fact cards, stories; every fact in >= 6 English
                                wordings, plus a minority of documents in Chinese; people of both splits
     web.jsonl                  {"text", "url", "kind"}: world text in boilerplate, duplicates and junk (cleaning demo)
-    sft_train/val.jsonl        {"messages": [{"role", "content"}, ...]}: questions and small tasks, split A only
+    sft_train/val.jsonl        {"messages": [{"role", "content"}, ...], "writer"}: questions and small tasks, split A
+                               only, written by writers of mixed quality (writers.py)
+    label_prompts.jsonl        prompts the labelling stage (data/label.py) has the SFT model answer and labellers rank
     prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong/off-topic/rude/rambling/refusal
     prefs_safe_train/val       same: harmful -> refusal over compliance; benign -> help over a needless refusal
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
     eval_b.jsonl               held-out questions about split-B people and pets (facts seen only in pretraining)
     eval_zh.jsonl              held-out questions in Chinese, both splits (+ "answer_en")
     eval_prompts / eval_harmful / eval_benign .jsonl   held-out benign, harmful, and benign-but-close prompts
-    rl_prompts.jsonl           {"prompt", "kind", "split", "harmful"}: split A, 25% harmful, for PPO / online DPO
+    eval_unknown.jsonl         held-out questions the world cannot answer (people, pets, towns it does not have)
+    rl_prompts.jsonl           {"prompt", "kind", "split", "harmful", "unknown"}: split A, 25% harmful, 10% unknown
 Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
 prompt appears verbatim in any training file.
 
@@ -57,6 +60,14 @@ class WorldConfig:
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
+    sft_unknown: float = flag(0.02, "share of SFT conversations that ask what the world cannot answer")
+    careful: float = flag(0.35, "share of demonstrations of every kind of task written by careful writers; the rest "
+                                "by writers with the habits of writers.py (hedging, chatty, hurried, generic)")
+    closing: float = flag(0.3, "share of careful writers' answers that end with the stock closing phrase (others: "
+                               "0.05), the proxy a reward model can latch onto")
+    label_prompts: int = flag(1500, "prompts for the labelling stage (x scale)")
+    rl_unknown: float = flag(0.1, "questions the world cannot answer added to rl_prompts, as a share of them")
+    eval_unknown: int = flag(100, "held-out questions the world cannot answer (x scale)")
     prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets a tenth as many")
     prefs_safe: int = flag(2000, "safety preference pairs for training (x scale); val gets a tenth as many")
     feedback: int = flag(3000, "binary feedback records (x scale)")
@@ -114,7 +125,7 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 2  # 2: SFT holds 10% harmful requests, not 5% (the files after sft_train differ)
+VERSION = 3  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl
 # Words a web-cleaning blocklist is expected to contain; some web pages carry one (kind "blocklist").
 WEB_BLOCKLIST = ("casino", "viagra", "xxx")
 

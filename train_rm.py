@@ -30,7 +30,7 @@ import torch
 
 from nanotrain.checkpoint import add_metrics, load_checkpoint, load_model, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.errors import CheckpointError, DataError, run_script
+from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
 from nanotrain.reward import PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies
@@ -46,10 +46,14 @@ class RMConfig(TrainConfig):
     init: str = flag("out/sft/ckpt.pt", "sft or pretrain checkpoint to start from | scratch (a fresh model of "
                                         "--n-layer x --n-embd, with --tokenizer)")
     name: str = flag("helpful", "helpful | safe: picks the default data, output folder, steps and gold scorer")
-    data: str = flag(f"{TW}/prefs_helpful_train.jsonl", "preference data: file(s) or folder, {prompt,chosen,rejected} "
-                                                        "/ HH-RLHF / OASST trees (default: WORLD/prefs_NAME_train.jsonl)")
-    val_data: str | None = flag(f"{TW}/prefs_helpful_val.jsonl", "held-out pairs (default: WORLD/prefs_NAME_val.jsonl; "
-                                                                 "with your own --data: --val-fraction of it)")
+    labels: str = flag("out/labels", "folder of ranked pairs, prefs_NAME_{train,val}.jsonl: the labelling stage's "
+                                     "(data/label.py), or the built-in world's hand-built ones (data/tinyworld)")
+    data: str = flag("out/labels/prefs_helpful_train.jsonl", "preference data: file(s) or folder, {prompt,chosen,"
+                                                             "rejected} / HH-RLHF / OASST trees (default: "
+                                                             "LABELS/prefs_NAME_train.jsonl)")
+    val_data: str | None = flag("out/labels/prefs_helpful_val.jsonl", "held-out pairs (default: "
+                                                                      "LABELS/prefs_NAME_val.jsonl; with your own "
+                                                                      "--data: --val-fraction of it)")
     val_fraction: float = flag(0.1, "share of --data's prompts held out when --val-data is none")
     world: str = flag(TW, "world with gold scorers and held-out prompts for the rank-agreement check after training "
                           "('none': skip it)")
@@ -97,11 +101,8 @@ def defaults(cfg: RMConfig, given: set) -> dict:
          "out": f"out/rm_{cfg.name}"}
     if "data" in given:  # your own pairs: hold out a share of them unless --val-data is given
         d["val_data"] = None
-    elif cfg.world.lower() == "none":
-        raise DataError("--world none has no built-in preference pairs: give --data (and --val-data or "
-                        "--val-fraction)")
     else:
-        d.update(data=f"{cfg.world}/prefs_{cfg.name}_train.jsonl", val_data=f"{cfg.world}/prefs_{cfg.name}_val.jsonl")
+        d.update(data=f"{cfg.labels}/prefs_{cfg.name}_train.jsonl", val_data=f"{cfg.labels}/prefs_{cfg.name}_val.jsonl")
     return d
 
 
@@ -161,8 +162,15 @@ def main(argv=None) -> dict:
         loss, acc = bradley_terry_loss(r_chosen, r_rejected, cfg.margin, cfg.center)
         return loss, {"acc": acc.item(), "reward_gap": (r_chosen - r_rejected).mean().item()}
 
+    # Labels from people are noisy: where the pairs carry their true scores (the built-in world's labelling stage),
+    # also measure the reward model against the noise-free order, beside how often the labels themselves follow it
+    # (the share a perfect reward model would get right of these labels).
+    gold = [p.gold for p in val_pairs]
+    has_gold = all(g is not None for g in gold) and any(g[0] != g[1] for g in gold)
+    labels_right = float(np.mean([g[0] > g[1] for g in gold if g[0] != g[1]])) if has_gold else None
+
     def eval_fn(m):
-        losses, accs = [], []
+        losses, accs, gaps = [], [], []
         for i in range(0, len(val), 64):
             chunk = val[i:i + 64]
             idx, lengths, starts = pad_replies([(p, c) for p, c, _ in chunk] + [(p, r) for p, _, r in chunk], T,
@@ -171,7 +179,12 @@ def main(argv=None) -> dict:
             loss, acc = bradley_terry_loss(r_chosen, r_rejected)
             losses.append(loss.item() * len(chunk))
             accs.append(acc.item() * len(chunk))
-        return {"val_loss": sum(losses) / len(val), "val_acc": sum(accs) / len(val)}
+            gaps += (r_chosen - r_rejected).tolist()
+        out = {"val_loss": sum(losses) / len(val), "val_acc": sum(accs) / len(val)}
+        if has_gold:  # the reward model's order against the gold order, on the pairs the gold scorer tells apart
+            right = [(d > 0) == (g[0] > g[1]) for d, g in zip(gaps, gold) if g[0] != g[1]]
+            out.update(val_acc_gold=float(np.mean(right)), val_labels_gold=labels_right)
+        return out
 
     norm_set = [train_pairs[i] for i in np.random.default_rng([cfg.seed, 10 ** 9]).permutation(len(train_pairs))
                 [:cfg.norm_pairs]]

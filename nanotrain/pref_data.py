@@ -13,6 +13,7 @@ The whole API (every loader returns plain records, so a stage never cares which 
 
 Pair formats, recognised record by record:
     {"prompt", "chosen", "rejected"}     prompt a user string or a messages list; chosen/rejected reply strings
+                                         (+ "gold_chosen", "gold_rejected": their true scores, data/label.py's)
     {"chosen", "rejected"}               Anthropic HH-RLHF: each a whole dialogue "\\n\\nHuman: ...\\n\\nAssistant: ...";
                                          the shared part becomes the prompt conversation, the final assistant turns
                                          the two replies (Bai et al. 2022, "Training a Helpful and Harmless Assistant")
@@ -44,6 +45,7 @@ class Pair:
     messages: list[dict]  # the prompt conversation
     chosen: str  # the preferred assistant reply
     rejected: str  # the other one
+    gold: tuple[float, float] | None = None  # the replies' true scores, when known (the built-in world's labels)
 
 
 @dataclass
@@ -83,8 +85,9 @@ def load_pairs(path) -> list[Pair]:
             elif "chosen" in rec and "rejected" in rec and "prompt" not in rec:
                 new = [hh_pair(rec, where)]
             elif all(k in rec for k in ("prompt", "chosen", "rejected")):
+                gold = (float(rec["gold_chosen"]), float(rec["gold_rejected"])) if "gold_chosen" in rec else None
                 new = [Pair(as_messages(rec["prompt"], where), text(rec, "chosen", where),
-                            text(rec, "rejected", where))]
+                            text(rec, "rejected", where), gold)]
             else:
                 raise DataError(f"{where}: not a preference record: expected {{prompt, chosen, rejected}}, an "
                                 f"HH-RLHF {{chosen, rejected}} dialogue or an OASST message tree; got keys "

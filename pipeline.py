@@ -1,7 +1,7 @@
 """The main job: every stage on the built-in world, in order, then a report card.
 
-    python pipeline.py                  # generate -> clean -> tokenize -> pretrain -> SFT -> 2 reward models
-                                        #   -> PPO, DPO, KTO -> out/report.md (+ PNG plots)
+    python pipeline.py                  # generate -> clean -> tokenize -> pretrain -> SFT -> label -> 2 reward
+                                        #   models -> PPO, DPO, KTO -> out/report.md (+ PNG plots)
     python pipeline.py --force          # re-run every stage
     python pipeline.py --only sft,rm_helpful
 
@@ -64,7 +64,7 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
 
 def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device]
-    tok = f"{w}/tokens"
+    tok, lab = f"{w}/tokens", f"{cfg.out}/labels"
     py = sys.executable
     return [
         Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json"], w),
@@ -80,15 +80,18 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
         Stage("sft_scratch", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--reinit", "--out",
                               f"{o}/sft_scratch", "--seed", s, "--world", w, *dev],
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl"], [f"{o}/sft_scratch/ckpt.pt"], f"{o}/sft_scratch"),
-        *[Stage(f"rm_{n}", [py, "train_rm.py", "--name", n, "--init", f"{o}/sft/ckpt.pt", "--out", f"{o}/rm_{n}",
-                            "--seed", s, "--world", w, *dev],
-                [f"{o}/sft/ckpt.pt", f"{w}/prefs_{n}_train.jsonl"], [f"{o}/rm_{n}/ckpt.pt"], f"{o}/rm_{n}")
+        Stage("label", [py, "data/label.py", "--init", f"{o}/sft/ckpt.pt", "--world", w, "--prompts",
+                        f"{w}/label_prompts.jsonl", "--out", lab, "--seed", s, *dev],
+              [f"{o}/sft/ckpt.pt", f"{w}/label_prompts.jsonl"], [f"{lab}/report.json"], lab),
+        *[Stage(f"rm_{n}", [py, "train_rm.py", "--name", n, "--init", f"{o}/sft/ckpt.pt", "--labels", lab, "--out",
+                            f"{o}/rm_{n}", "--seed", s, "--world", w, *dev],
+                [f"{o}/sft/ckpt.pt", f"{lab}/prefs_{n}_train.jsonl"], [f"{o}/rm_{n}/ckpt.pt"], f"{o}/rm_{n}")
           for n in ("helpful", "safe")],
         *[Stage(f"rlhf_{a}", [py, "train_rlhf.py", "--algo", a, "--init", f"{o}/sft/ckpt.pt", "--reward",
-                              f"{o}/rm_helpful/ckpt.pt", "--safety-reward", f"{o}/rm_safe/ckpt.pt",
+                              f"{o}/rm_helpful/ckpt.pt", "--safety-reward", f"{o}/rm_safe/ckpt.pt", "--labels", lab,
                               "--out", f"{o}/rlhf_{a}", "--seed", s, "--world", w, *dev],
-                [f"{o}/sft/ckpt.pt", f"{o}/rm_helpful/ckpt.pt", f"{o}/rm_safe/ckpt.pt"], [f"{o}/rlhf_{a}/ckpt.pt"],
-                f"{o}/rlhf_{a}")
+                [f"{o}/sft/ckpt.pt", f"{o}/rm_helpful/ckpt.pt", f"{o}/rm_safe/ckpt.pt", f"{lab}/report.json"],
+                [f"{o}/rlhf_{a}/ckpt.pt"], f"{o}/rlhf_{a}")
           for a in ("ppo", "dpo", "kto")],
     ]
 

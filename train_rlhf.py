@@ -34,7 +34,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import read_prompts
 from nanotrain.dpo import DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
 from nanotrain.errors import run_script
-from nanotrain.evaluate import alignment_report, evaluate_alignment
+from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.pref_data import load_feedback, load_pairs
 from nanotrain.reward import load_scorer
@@ -58,13 +58,19 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
                                                "thumbs up / down (kto); comma-separated files are joined (default: "
                                                "the --world's files for --algo)")
     world: str = flag(TW, "world folder with world.json and eval_*.jsonl for the gold-judged evaluation | none")
+    labels: str = flag("out/labels", "folder of ranked pairs and thumbs up / down, the default --data of dpo and kto: "
+                                     "the labelling stage's (data/label.py) or the world's hand-built ones "
+                                     "(data/tinyworld)")
     out: str = flag("out/rlhf_ppo", "output folder (default: out/rlhf_ALGO)")
     steps: int = flag(24, "optimizer steps; PPO: iterations")
     batch_size: int = flag(16, "DPO pairs / KTO completions per micro-batch per process")
     lr: float = flag(1e-5, "peak learning rate")
     warmup: int = flag(2, "linear warmup steps (default: a tenth of the steps)")
     weight_decay: float = flag(0.0, "AdamW weight decay on weight matrices")
-    eval_every: int = flag(1000, "DPO/KTO: held-out figures every this many steps (the final evaluation always runs)")
+    eval_every: int = flag(1000, "held-out figures every this many steps (PPO: greedy answers to --curve-prompts "
+                                 "held-out prompts, for the learning curve); the final evaluation always runs")
+    curve_prompts: int = flag(64, "PPO: held-out prompts (of eval_prompts.jsonl) answered every --eval-every "
+                                  "iterations")
     log_every: int = flag(1, "append to metrics.jsonl every this many steps")
     save_every: int = flag(1000, "checkpoint every this many steps (and at the end)")
     beta: float = flag(0.05, "KL strength: PPO's penalty coefficient, DPO/KTO's beta, IPO's tau")
@@ -78,8 +84,8 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
 
 # What --algo sets for the flags not given (the dataclass defaults are PPO's), sized for the built-in world on a
 # 2-core CPU. Why these values: RESULTS.md, stage 3.
-ALGO_DEFAULTS = {  # (data: files of the --world folder)
-    "ppo": dict(data="rl_prompts.jsonl"),
+ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto)
+    "ppo": dict(data="rl_prompts.jsonl", eval_every=4),
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
     # spread to the harmful ones ("Help me grab Kevin's hat.") and refusals of harmful requests fell
@@ -100,9 +106,10 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
     if cfg.labeler not in ("rm", "self"):
         raise ValueError(f"--labeler must be rm or self, not {cfg.labeler!r}")
     d = {**ALGO_DEFAULTS[cfg.algo], **PRESETS[cfg.preset].get(cfg.algo, {}), "out": f"out/rlhf_{cfg.algo}"}
+    folder = cfg.labels if cfg.algo in ("dpo", "kto") else cfg.world
     if cfg.algo == "dpo" and cfg.online_rounds > 0:  # online DPO samples its own pairs: it reads prompts
-        d["data"] = ALGO_DEFAULTS["ppo"]["data"]
-    d["data"] = ",".join(f"{cfg.world}/{f}" for f in d["data"].split(","))
+        d["data"], folder = ALGO_DEFAULTS["ppo"]["data"], cfg.world
+    d["data"] = ",".join(f"{folder}/{f}" for f in d["data"].split(","))
     steps = cfg.steps if "steps" in given else d.get("steps", cfg.steps)
     d["warmup"] = max(1, steps // 10)
     return d
@@ -153,7 +160,13 @@ def main(argv=None) -> dict:
 
     if cfg.algo == "ppo":
         rm, score = scorer()
-        metrics = ppo.train(rt, cfg, policy, reference, tok, rm, score, prompts, harmful, gold, checkpoint_fn)
+        curve = [r["prompt"] for r in load_eval(Path(cfg.world) / "eval_prompts.jsonl", cfg.curve_prompts)] \
+            if gold is not None and cfg.curve_prompts > 0 else None
+        # watched, never trained on: the stock closing phrase a reward model can latch onto, and hedging
+        monitors = {"closing": lambda p, t: float(gold.closings(t) > 0), "hedged": lambda p, t: float(gold.hedged(t))} \
+            if gold is not None else None
+        metrics = ppo.train(rt, cfg, policy, reference, tok, rm, score, prompts, harmful, gold, checkpoint_fn, curve,
+                            monitors)
     else:
         if cfg.algo == "kto":
             data = FeedbackData(feedback, cfg.data, policy, tok, cfg, rt)

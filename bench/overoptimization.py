@@ -84,6 +84,9 @@ def main(argv=None):
     kl = moving_average([max(r["kl"], 0.0) for r in it], cfg.smooth)
     proxy, gold = moving_average([r["score"] for r in it], cfg.smooth), moving_average([r["gold"] for r in it],
                                                                                          cfg.smooth)
+    # the share of answers with the stock closing phrase, which careful writers use more often (so the reward model
+    # can take it for quality) and the gold scorer ignores once and punishes repeated
+    closing = moving_average([r.get("closing", float("nan")) for r in it], cfg.smooth)
     d = [math.sqrt(k) for k in kl]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(d, proxy, label="reward model score (proxy, normalised)", color="tab:blue")
@@ -91,9 +94,10 @@ def main(argv=None):
     ax.set_ylabel("reward model score", color="tab:blue")
     ax2 = ax.twinx()
     ax2.plot(d, gold, label="gold helpfulness", color="tab:red")
-    ax2.set_ylabel("gold helpfulness", color="tab:red")
+    ax2.plot(d, closing, label="answers with the closing phrase (share)", color="tab:green", linestyle="--")
+    ax2.set_ylabel("gold helpfulness; closing-phrase share", color="tab:red")
     ax.set_title(f"PPO, beta={cfg.long_beta}: proxy vs gold (moving average of {cfg.smooth} iterations)")
-    fig.legend(loc="lower center", ncol=2)  # below the axes: the two curves fill them
+    fig.legend(loc="lower center", ncol=3, fontsize=8)  # below the axes: the curves fill them
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out / "overoptimization.png", dpi=120)
     plt.close(fig)
@@ -126,11 +130,12 @@ def main(argv=None):
     lines = ["# Over-optimisation and the reward-KL frontier", "",
              f"Long PPO run (beta {cfg.long_beta}, {len(it)} iterations, lr {cfg.long_lr}), moving averages of "
              f"{cfg.smooth} iterations of sampled answers:", "",
-             "| iteration | KL (nats) | reward model score | gold helpfulness |", "|---:|---:|---:|---:|"]
+             "| iteration | KL (nats) | reward model score | gold helpfulness | closing-phrase share |",
+             "|---:|---:|---:|---:|---:|"]
     marks = sorted({0, peak, len(it) - 1, *range(0, len(it), max(1, len(it) // 8))})
     for i in marks:
         lines.append(f"| {it[i]['step']}{' (gold peak)' if i == peak else ''} | {kl[i]:.2f} | {proxy[i]:.3f} | "
-                     f"{gold[i]:.3f} |")
+                     f"{gold[i]:.3f} | {closing[i]:.2f} |")
     lines += ["", "Frontier (final policies; gold helpfulness of answers sampled at temperature 1, and greedy):", "",
               "| algo | beta | KL (nats) | gold (sampled) | gold (greedy) | SFT gold (greedy) | win rate vs SFT |",
               "|---|---:|---:|---:|---:|---:|---:|"]

@@ -14,6 +14,7 @@ judge:
     safe             mean gold safety over harmful and benign prompts            eval_harmful + eval_benign
     refusal_harmful  share of harmful prompts refused (higher is better)                 eval_harmful.jsonl
     refusal_benign   share of benign look-alike prompts refused (lower is better)        eval_benign.jsonl
+    hallucination    share of questions the world cannot answer given a made-up answer   eval_unknown.jsonl
 
 ``win_rates(before, after)`` compares two models' gold scores on the same prompts, prompt by prompt, and
 ``evaluate_alignment(policy, reference, ...)`` gives every stage-3 figure (helpfulness and safety before and after,
@@ -39,6 +40,7 @@ from nanotrain.ppo import reference_model, response_logits, sample_rollouts, tok
 from nanotrain.sampling import generate_replies
 
 ALL_FIGURES = ("wellformed", "acc_b", "acc_zh", "helpful", "safe", "refusal")
+ALIGNMENT_FILES = ("eval_prompts", "eval_harmful", "eval_benign", "eval_unknown")  # stage 3's held-out prompts
 
 
 def load_eval(path, limit: int | None = None, seed: int = 0) -> list[dict]:
@@ -79,6 +81,18 @@ def mean_safe(gold, prompts, replies) -> float:
 
 def refusal_rate(gold, replies) -> float:
     return sum(gold.is_refusal(r.text) for r in replies) / max(1, len(replies))
+
+
+def hallucination_rate(gold, prompts, replies) -> float:
+    """Share of questions the world cannot answer that get a made-up answer (gold.hallucinates)."""
+    return sum(gold.hallucinates(p, r.text) for p, r in zip(prompts, replies)) / max(1, len(replies))
+
+
+def hedged_rate(replies) -> float:
+    """Share of answers behind a hedge ("I think ..."), the habit of the built-in world's hedging writers."""
+    from nanotrain.tinyworld.gold import HEDGE
+
+    return sum(bool(HEDGE.search(r.text)) for r in replies) / max(1, len(replies))
 
 
 def win_rates(before: list[float], after: list[float]) -> dict:
@@ -170,11 +184,14 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
                        temperature: float, seed: int, autocast=None, lora_reference: bool = False) -> dict:
     """Stage 3's figures, judged by the gold scorers on held-out prompts: helpfulness and safety before (the reference,
     i.e. the SFT model) and after (the policy), KL to the reference, win rate against the reference, refusal rates,
-    and the same on sampled answers. Every file is answered once per model, greedily."""
+    and the same on sampled answers; the hallucination rate on questions the world cannot answer and the share of
+    hedged answers. Every file is answered once per model, greedily."""
     world = Path(world)
     out = {}
     replies = {}
-    for name in ("eval_prompts", "eval_harmful", "eval_benign"):
+    for name in ALIGNMENT_FILES:
+        if not (world / f"{name}.jsonl").exists():  # (worlds written before questions it cannot answer existed)
+            continue
         prompts = [r["prompt"] for r in load_eval(world / f"{name}.jsonl", limit)]
         after = answer(policy, tok, prompts, max_new_tokens, autocast=autocast)
         with reference_model(policy, reference, lora_reference) as sft:
@@ -193,7 +210,11 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
     out["safe_before"], out["safe_after"] = mean_safe(gold, ph + pb, hb + bb), mean_safe(gold, ph + pb, ha + ba)
     out.update(refusal_harmful_before=refusal_rate(gold, hb), refusal_harmful=refusal_rate(gold, ha),
                refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
-               wellformed=sum(r.ended for r in after) / max(1, len(after)))
+               wellformed=sum(r.ended for r in after) / max(1, len(after)),
+               hedged_before=hedged_rate(replies["eval_prompts"][1]), hedged=hedged_rate(after))
+    if "eval_unknown" in replies:
+        pu, ub, ua = replies["eval_unknown"]
+        out.update(hallucination_before=hallucination_rate(gold, pu, ub), hallucination=hallucination_rate(gold, pu, ua))
     sampling = dict(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                     autocast=autocast)
     out["kl_to_ref"], sampled = sampled_figures(policy, reference, tok, gold, p, **sampling,
@@ -217,7 +238,10 @@ def alignment_report(ev: dict) -> str:
             f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied; sampled answers "
             f"{ev['win_rate_sampled']:.1%}); refusals: harmful "
             f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
-            f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}")
+            f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}"
+            + (f"; made-up answers to what the world cannot answer {ev['hallucination_before']:.0%} -> "
+               f"{ev['hallucination']:.0%}" if "hallucination" in ev else "")
+            + f"; hedged answers {ev['hedged_before']:.0%} -> {ev['hedged']:.0%}")
 
 
 def evaluate_checkpoint(path, world_dir="data/tinyworld", limit: int | None = 100, device: str = "auto",

@@ -66,6 +66,12 @@ class PPOConfig:
     clip: float = flag(0.2, "policy ratio clip range epsilon")
     clip_value: float = flag(0.2, "value clip range")
     vf_coef: float = flag(0.1, "weight of the value loss")
+    value_lr: float = flag(1e-4, "the value model's own peak learning rate (its head starts at zero: it has to "
+                                 "learn quickly, the policy slowly)")
+    value_warmup: int = flag(2, "iterations at the start that train the value model only (the policy waits for "
+                                "advantages that mean something)")
+    samples_per_prompt: int = flag(1, "answers per prompt in an iteration; above 1 each answer's score is judged "
+                                      "against the mean of the other answers to its prompt (RLOO)")
     score_clip: float = flag(5.0, "clip the normalised reward-model score to +-this (0: no clipping)")
     normalize_score: bool = flag(True, "normalise reward-model scores by their running mean and std")
     missing_end_penalty: float = flag(1.0, "subtracted from the score of an answer that never ended")
@@ -307,6 +313,8 @@ def score_and_advantages(ro: Rollouts, actor_critic: PolicyAndValue, reference, 
     ``reference`` is the frozen SFT model, or None with ``lora_reference`` (the policy with its adapter off)."""
     ctx = lambda: precision(autocast, ro.idx.device)
     policy = actor_critic.policy
+    was_training = actor_critic.training
+    actor_critic.eval()  # the "old" policy is the one that sampled: no dropout (and no other train-time noise)
     with ctx():
         ro.logp = token_logprobs(response_logits(policy, ro.idx, ro.pad_mask, ro.P, cfg.temperature),
                                  ro.idx[:, ro.P:])
@@ -314,9 +322,12 @@ def score_and_advantages(ro: Rollouts, actor_critic: PolicyAndValue, reference, 
             ref_logits = response_logits(ref, ro.idx, ro.pad_mask, ro.P, cfg.temperature)
         ro.ref_logp = token_logprobs(ref_logits, ro.idx[:, ro.P:])
         ro.values = value_estimates(actor_critic.value, ro.idx, ro.pad_mask, ro.P) * ro.mask
+    actor_critic.train(was_training)
     ro.logp, ro.ref_logp = ro.logp * ro.mask, ro.ref_logp * ro.mask
     ro.score = score.float().to(ro.idx.device)
     s = ro.score - cfg.missing_end_penalty * (~ro.ended).float()
+    if cfg.samples_per_prompt > 1:  # RLOO (Ahmadian et al. 2024): the other answers to the same prompt are the baseline
+        s = rloo(s, cfg.samples_per_prompt)
     if cfg.normalize_score and moments is not None:
         moments.update(s, all_reduce_mean)
         s = (s - moments.mean) / math.sqrt(moments.var + 1e-8)
@@ -332,11 +343,19 @@ def score_and_advantages(ro: Rollouts, actor_critic: PolicyAndValue, reference, 
             "ended": ro.ended.float().mean().item(), "beta": beta}
 
 
+def rloo(score, k: int):
+    """Each score minus the mean of the other k - 1 scores of its prompt (rows come in groups of k answers to one
+    prompt): REINFORCE's leave-one-out baseline, unbiased because it does not depend on the answer itself."""
+    g = score.view(-1, k)
+    return (g - (g.sum(1, keepdim=True) - g) / (k - 1)).view(-1)
+
+
 def ppo_update(ro: Rollouts, model, optimizer, cfg: PPOConfig, grad_clip: float = 1.0, generator=None,
-               autocast=None, raw=None) -> dict:
+               autocast=None, raw=None, train_policy: bool = True) -> dict:
     """``cfg.ppo_epochs`` passes over the rollouts in shuffled minibatches, one optimizer step each. ``model`` is
-    the PolicyAndValue (or its DDP wrapper; ``raw`` the unwrapped one, for gradient clipping). Stops before the
-    optimizer step if the loss is not finite, leaving the weights as they were."""
+    the PolicyAndValue (or its DDP wrapper; ``raw`` the unwrapped one, for gradient clipping). With
+    ``train_policy`` False only the value loss is minimised (the value warm-up). Stops before the optimizer step if
+    the loss is not finite, leaving the weights as they were."""
     raw = raw or model
     ctx = lambda: precision(autocast, ro.idx.device)
     B = ro.idx.shape[0]
@@ -354,7 +373,7 @@ def ppo_update(ro: Rollouts, model, optimizer, cfg: PPOConfig, grad_clip: float 
             logp = token_logprobs(logits, ro.idx[mb, ro.P:])
             pl, clipfrac, approx_kl, ratio = policy_loss(logp, ro.logp[mb], ro.advantages[mb], m, cfg.clip)
             vl, vclip = value_loss(values, ro.values[mb], ro.returns[mb], m, cfg.clip_value)
-            loss = pl + cfg.vf_coef * vl
+            loss = (pl if train_policy else 0.0 * pl) + cfg.vf_coef * vl
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"PPO loss became {loss.item()} (policy {pl.item()}, value {vl.item()}); stopped "
                                     f"without updating the weights (try a lower --lr or --dtype float32)")
@@ -378,7 +397,7 @@ def ppo_update(ro: Rollouts, model, optimizer, cfg: PPOConfig, grad_clip: float 
 
 def ppo_iteration(prompts, actor_critic, reference, tok, score_fn, optimizer, cfg: PPOConfig, beta: float,
                   moments=None, generator=None, rt=None, model=None, grad_clip: float = 1.0,
-                  lora_reference: bool = False):
+                  lora_reference: bool = False, train_policy: bool = True):
     """Rollout -> scoring -> training for one batch of prompts. ``score_fn(rollouts) -> (B,)`` is the reward
     model's judgement; ``model`` is the (DDP-wrapped) actor_critic to train through, default itself. Returns
     (rollouts, stats) with the seconds spent in each phase."""
@@ -394,7 +413,7 @@ def ppo_iteration(prompts, actor_critic, reference, tok, score_fn, optimizer, cf
                                  lora_reference)
     t2 = time.perf_counter()
     stats.update(ppo_update(ro, model or actor_critic, optimizer, cfg, grad_clip, generator, autocast,
-                            raw=actor_critic))
+                            raw=actor_critic, train_policy=train_policy))
     t3 = time.perf_counter()
     stats.update(time_rollout=t1 - t0, time_scoring=t2 - t1, time_training=t3 - t2)
     return ro, stats
@@ -403,17 +422,27 @@ def ppo_iteration(prompts, actor_critic, reference, tok, score_fn, optimizer, cf
 # ----------------------------------------------------------------------------------------------------------------
 # 5. The outer loop
 
-def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, checkpoint_fn) -> dict:
+def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, checkpoint_fn,
+          held_out: list | None = None, monitors: dict | None = None) -> dict:
     """``cfg.steps`` PPO iterations over batches of ``prompts`` (``harmful``: their labels, or None), scored by
-    ``scorer``; the value model starts as a copy of ``rm``. ``reference`` is the frozen SFT model, or None for a LoRA
-    policy (the reference is then the policy with its adapter off). Writes metrics.jsonl, resume.pt and, through
+    ``scorer``; the value model starts as ``rm``'s trunk with a zero head. ``reference`` is the frozen SFT model, or
+    None for a LoRA policy (the reference is then the policy with its adapter off). Every ``cfg.eval_every``
+    iterations the policy answers the ``held_out`` prompts greedily, scored by the reward model and by ``gold``: the
+    learning curve on prompts it never trains on. ``monitors`` ({name: f(prompt, answer) -> float}) are averaged
+    over each iteration's rollouts and logged, never trained on. Writes metrics.jsonl, resume.pt and, through
     ``checkpoint_fn(policy, step, metrics)``, ckpt.pt; returns the last metrics."""
     out = Path(cfg.out)
-    value = copy.deepcopy(rm).requires_grad_(True)  # the value model starts as the reward model
+    # The value model: the reward model's trunk (it already reads answers) with a zero head, so every value starts at
+    # 0 rather than at a reward read at the wrong positions; its own, higher learning rate and a few iterations of
+    # warm-up let it learn the returns before they steer the policy.
+    value = copy.deepcopy(rm).requires_grad_(True)
+    torch.nn.init.zeros_(value.head.weight)
+    torch.nn.init.zeros_(value.head.bias)
     if value.likelihood_weight is not None:  # values() reads the head only: a weight without gradients (DDP)
         value.likelihood_weight.requires_grad_(False)
     actor_critic = PolicyAndValue(policy, value)
-    opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
+    opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type,
+                         lr_scales={"value.": cfg.value_lr / cfg.lr})
     kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0
     resume_path = out / "resume.pt"
     if cfg.resume and resume_path.exists():
@@ -434,23 +463,28 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not rt.master, dynamic_ncols=True,
                desc=out.name)
+    k = max(1, cfg.samples_per_prompt)
     for step in bar:
         lr = lr_at(step, cfg)
+        warmup = step < cfg.value_warmup  # the value model learns alone: the policy's learning rate is 0
         for group in opt.param_groups:
-            group["lr"] = lr
-        batch = [prompts[i] for i in batch_indices(len(prompts), step, 0, cfg.rollout_batch, 1, rt.rank, rt.world,
-                                                   cfg.seed)]
+            group["lr"] = 0.0 if warmup and group["prefix"] != "value." else lr * group["lr_scale"]
+        batch = [prompts[i] for i in batch_indices(len(prompts), step, 0, cfg.rollout_batch // k, 1, rt.rank,
+                                                   rt.world, cfg.seed) for _ in range(k)]
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rt.rank)
         ro, stats = ppo_iteration(batch, actor_critic, reference, tok, score_fn, opt, cfg, kl_ctl.beta, moments, g,
-                                  rt, model, cfg.grad_clip, lora_reference=reference is None)
-        stats["gold"] = sum(gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts)) / len(ro.texts) \
-            if gold else float("nan")
+                                  rt, model, cfg.grad_clip, lora_reference=reference is None,
+                                  train_policy=not warmup)
+        for name, f in {"gold": gold.score_helpful if gold else None, **(monitors or {})}.items():
+            stats[name] = sum(f(p, t) for p, t in zip(ro.prompts, ro.texts)) / len(ro.texts) if f else float("nan")
         keys = sorted(stats)
         vals = rt.all_reduce_mean(torch.tensor([stats[k] for k in keys], dtype=torch.float64))
         stats = dict(zip(keys, vals.tolist()))
         kl_ctl.update(stats["kl"], cfg.rollout_batch * rt.world)
         done = step + 1
         rec = {"step": done, "lr": lr, **stats}
+        if held_out and rt.master and (done % cfg.eval_every == 0 or done == cfg.steps or step == 0):
+            rec.update(held_out_figures(policy, tok, held_out, scorer, gold, cfg.max_new_tokens, rt.autocast))
         if done % cfg.log_every == 0 or done == cfg.steps:
             log.write(rec)
         bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("score", "gold", "kl")})
@@ -462,3 +496,16 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
             atomic_save(checkpoint_fn(policy, done, dict(metrics)), out / "ckpt.pt")
     bar.close()
     return metrics
+
+
+@torch.no_grad()
+def held_out_figures(policy, tok, prompts, scorer, gold, max_new_tokens: int, autocast=None) -> dict:
+    """The policy's greedy answers to held-out prompts: their mean reward-model score and gold helpfulness."""
+    was_training = policy.training
+    policy.eval()
+    texts = [r.text for r in generate_replies(policy, tok, prompts, max_new_tokens, 0.0, autocast=autocast)]
+    policy.train(was_training)
+    out = {"heldout_score": float(scorer.score(prompts, texts, autocast=autocast).mean())}
+    if gold is not None:
+        out["heldout_gold"] = sum(gold.score_helpful(p, t) for p, t in zip(prompts, texts)) / len(texts)
+    return out

@@ -26,6 +26,10 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _f(x, fmt=".3f"):
     return "—" if x is None else format(x, fmt) if isinstance(x, (int, float)) else str(x)
 
@@ -39,7 +43,7 @@ def figures(out: Path) -> dict[str, dict]:
     return {n: _ckpt_metrics(out / n / "ckpt.pt") for n in names}
 
 
-def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
+def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -> list[str]:
     pre, sft, scr = m["pretrain"], m["sft"], m["sft_scratch"]
     rows = [
         "| stage | figure | value |", "|---|---|---|",
@@ -57,13 +61,29 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
         f"| sft | Chinese questions after English-only SFT: from pretrained vs random init (chance) | "
         f"{_pct(sft.get('acc_zh'))} vs {_pct(scr.get('acc_zh'))} ({_pct(sft.get('chance_zh'))}) |",
     ]
+    lab = labels
+    if lab:
+        rows.append(f"| label | the SFT model's answers ranked by simulated labellers: pairs (helpful, safe); thumbs "
+                    f"up / down | {lab.get('prefs_helpful_train_records', '—')}, "
+                    f"{lab.get('prefs_safe_train_records', '—')}; {lab.get('feedback_train_records', '—')} |")
+        rows.append(f"| label | habits in the SFT model's sampled answers: hedged; generic refusals of harmful "
+                    f"requests; made-up answers to what the world cannot answer | {_pct(lab.get('hedged'))}; "
+                    f"{_pct(lab.get('generic_refusals'))}; {_pct(lab.get('hallucinated'))} |")
+        rows.append(f"| label | labellers agreeing with each other on close pairs (InstructGPT: 72.6%); with the gold "
+                    f"order on all pairs | {_pct(lab.get('helpful_labeller_agreement_close'))}; "
+                    f"{_pct(lab.get('helpful_labeller_gold_all'))} |")
     for n in ("helpful", "safe"):
         rm = m[f"rm_{n}"]
+        # against the noise-free gold order (the target), against the noisy labels it learned from, beside how often
+        # those labels follow the gold order (what a perfect reward model would score on them)
+        rows.append(f"| rm_{n} | held-out pairs ordered as the gold scorer orders them; as the (noisy) labels say, "
+                    f"beside the labels' own agreement with gold | {_pct(rm.get('val_acc_gold'))}; "
+                    f"{_pct(rm.get('val_acc'))} vs {_pct(rm.get('val_labels_gold'))} |")
         # agreement: of two fresh SFT samples for one prompt that gold tells apart, how often the RM orders them
         # as gold does (what best-of-N and PPO rely on), on benign questions and on harmful requests
-        rows.append(f"| rm_{n} | held-out pairwise accuracy; agreement with the gold scorer on pairs of fresh samples "
-                    f"(benign questions, harmful requests) | {_pct(rm.get('val_acc'))}; "
-                    f"{_pct(rm.get('gold_pairwise_eval_prompts'))}, {_pct(rm.get('gold_pairwise_eval_harmful'))} |")
+        rows.append(f"| rm_{n} | agreement with the gold scorer on pairs of fresh samples (benign questions, harmful "
+                    f"requests) | {_pct(rm.get('gold_pairwise_eval_prompts'))}, "
+                    f"{_pct(rm.get('gold_pairwise_eval_harmful'))} |")
     for a in ("ppo", "dpo", "kto"):
         r = m[f"rlhf_{a}"]
         rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "
@@ -78,6 +98,9 @@ def stage_table(m: dict[str, dict], timings: dict) -> list[str]:
                     f"{_pct(r.get('refusal_harmful_before'))} → {_pct(r.get('refusal_harmful'))} |")
         rows.append(f"| {a} | refusals on benign prompts (want low), SFT → {a.upper()} | "
                     f"{_pct(r.get('refusal_benign_before'))} → {_pct(r.get('refusal_benign'))} |")
+        rows.append(f"| {a} | made-up answers to questions the world cannot answer; hedged answers, SFT → "
+                    f"{a.upper()} | {_pct(r.get('hallucination_before'))} → {_pct(r.get('hallucination'))}; "
+                    f"{_pct(r.get('hedged_before'))} → {_pct(r.get('hedged'))} |")
     return rows
 
 
@@ -90,6 +113,11 @@ def timing_table(out: Path, timings: dict) -> list[str]:
         rows.append(f"| {name} | {_f(time_s, '.0f')} s{note} | {_f(m.get('tokens_per_s_avg'), ',.0f')} | "
                     f"{_f(t.get('peak_rss_mib'), ',.0f')} MiB |")
     return rows
+
+
+def moving_average(xs: list[float], k: int) -> list[float]:
+    """The mean of each point and the k - 1 before it (fewer at the start)."""
+    return [sum(xs[max(0, i - k + 1):i + 1]) / len(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
 
 
 def plot(out: Path) -> list[str]:
@@ -120,15 +148,19 @@ def plot(out: Path) -> list[str]:
 
     ppo = [r for r in _jsonl(out / "rlhf_ppo" / "metrics.jsonl") if "kl" in r]
     if ppo:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
         steps = [r["step"] for r in ppo]
-        for key, label in (("score", "reward-model score"), ("gold", "gold helpfulness")):
-            if key in ppo[0]:
-                axes[0].plot(steps, [r[key] for r in ppo], label=label)
-        axes[0].set(title="PPO reward", xlabel="iteration")
-        axes[0].legend()
-        axes[1].plot(steps, [r["kl"] for r in ppo])
-        axes[1].set(title="PPO KL to the SFT model", xlabel="iteration", ylabel="nats")
+        for ax, key, label in ((axes[0], "score", "reward-model score"), (axes[1], "gold", "gold helpfulness")):
+            raw = [r.get(key, float("nan")) for r in ppo]
+            ax.plot(steps, raw, ".", alpha=0.35, label="rollouts (each iteration's fresh prompts)")
+            ax.plot(steps, moving_average(raw, 5), label="rollouts, moving average of 5")
+            held = [(r["step"], r[f"heldout_{key}"]) for r in ppo if f"heldout_{key}" in r]
+            if held:
+                ax.plot(*zip(*held), "o-", label="held-out prompts, greedy")
+            ax.set(title=f"PPO: {label}", xlabel="iteration")
+            ax.legend(fontsize=7)
+        axes[2].plot(steps, [r["kl"] for r in ppo])
+        axes[2].set(title="PPO KL to the SFT model", xlabel="iteration", ylabel="nats per answer")
         fig.tight_layout()
         fig.savefig(out / "ppo_curves.png", dpi=90)
         made.append("ppo_curves.png")
@@ -158,7 +190,7 @@ def write_report(out, world, timings: dict | None = None, total_s: float | None 
     m = figures(out)
     lines = ["# nanotrain report card", "",
              f"Built-in world: `{world}`. Every figure below is read from the stages' outputs under `{out}/`.", "",
-             "## Figures", "", *stage_table(m, timings), ""]
+             "## Figures", "", *stage_table(m, timings, _json(out / "labels" / "report.json")), ""]
     clean = out / "clean" / "report.md"
     if clean.exists():
         text = clean.read_text()

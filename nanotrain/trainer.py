@@ -53,16 +53,22 @@ class TrainConfig:
     resume: bool = flag(False, "continue from OUT/resume.pt if it exists")
 
 
-def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str = "cpu"):
+def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str = "cpu",
+                   lr_scales: dict[str, float] | None = None):
     """AdamW (Loshchilov & Hutter 2019). Decay shrinks weights toward zero; that regularises matrices but would only
-    distort the scale of LayerNorm gains, biases, and embedding rows, so those are left out."""
-    decay, no_decay = [], []
+    distort the scale of LayerNorm gains, biases, and embedding rows, so those are left out. ``lr_scales`` gives the
+    parameters under a name prefix their own learning rate, as a multiple of the schedule's (PPO's value model)."""
+    scales = lr_scales or {}
+    groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and "wte" not in name and "wpe" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+        prefix = next((k for k in scales if name.startswith(k)), "")
+        decay = p.dim() >= 2 and "wte" not in name and "wpe" not in name
+        groups.setdefault((prefix, decay), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": weight_decay if decay else 0.0, "prefix": prefix,
+                               "lr_scale": scales.get(prefix, 1.0)} for (prefix, decay), ps in groups.items()],
+                             lr=lr, betas=betas, fused=device_type == "cuda")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -132,7 +138,7 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     for step in bar:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         loss_sum, info_sum = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = get_batch(step, micro)

@@ -64,7 +64,7 @@ def test_sft_presets_keep_an_explicit_warmup(tiny_chat, tmp_path, preset, lora):
 @pytest.mark.parametrize("preset,name", [("tiny", "helpful"), ("tiny", "safe"), ("gpt2", "safe")])
 def test_reward_model_presets_keep_an_explicit_warmup(tiny_chat, tmp_path, preset, name):
     root, world = tiny_chat
-    script("train_rm.py")["main"](["--init", str(root / "sft.pt"), "--world", str(world), "--name", name,
+    script("train_rm.py")["main"](["--init", str(root / "sft.pt"), "--world", str(world), "--labels", str(world), "--name", name,
                                    "--out", str(tmp_path), "--preset", preset, "--steps", "1", "--batch-size", "2",
                                    "--warmup", "15", "--agree-prompts", "0", "--dtype", "float32"])
     tc = train_config(tmp_path / "ckpt.pt")

@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 
 from nanotrain.gpt import GPT, GPTConfig
-from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, gae, kl_per_token,
-                           masked_whiten, policy_loss, ppo_iteration, shape_rewards, value_loss)
+from nanotrain.ppo import (AdaptiveKLController, gae, kl_per_token, masked_whiten, policy_loss, PolicyAndValue,
+                           ppo_iteration, ppo_update, PPOConfig, rloo, RunningMoments, sample_rollouts,
+                           score_and_advantages, shape_rewards, value_loss)
 from nanotrain.tokenizer import Tokenizer
 
 
@@ -151,3 +152,26 @@ def test_ppo_raises_a_reward_it_can_reach():
     shares = [ppo_iteration(prompts, ac, ref, tok, low_share, opt, pcfg, beta=0.01, moments=moments,
                             generator=g)[1]["score"] for _ in range(16)]
     assert sum(shares[-3:]) / 3 > sum(shares[:3]) / 3 + 0.1, shares
+
+
+def test_rloo_baseline_is_the_mean_of_the_other_answers():
+    s = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, 5.0])  # two prompts, three answers each
+    want = [1 - 0.25, 0 - 0.75, 0.5 - 0.5, 2 - 3.5, 2 - 3.5, 5 - 2]  # hand-computed: score - mean of the other two
+    assert torch.allclose(rloo(s, 3), torch.tensor(want))
+
+
+def test_value_model_learns_the_returns_of_a_fixed_batch():
+    """The value warm-up: with the policy held still, epochs over one batch of rollouts lower the value loss and
+    leave the policy's weights untouched."""
+    tok, policy, ref, ac = tiny_actor_critic()
+    torch.nn.init.zeros_(ac.value.head.weight)
+    torch.nn.init.zeros_(ac.value.head.bias)
+    opt = torch.optim.AdamW(ac.parameters(), lr=3e-3, weight_decay=0.0)
+    pcfg = PPOConfig(rollout_batch=8, max_new_tokens=8, minibatch=8, ppo_epochs=1, vf_coef=1.0, clip_value=10.0)
+    g = torch.Generator().manual_seed(0)
+    ro = sample_rollouts(policy, tok, ["What colour is Lena's bicycle?", "Where does Lena live?"] * 4, 8, 1.0, g)
+    score_and_advantages(ro, ac, ref, torch.linspace(-1, 1, 8), pcfg, beta=0.0)
+    before = [p.detach().clone() for p in policy.parameters()]
+    losses = [ppo_update(ro, ac, opt, pcfg, generator=g, train_policy=False)["value_loss"] for _ in range(30)]
+    assert losses[-1] < 0.3 * losses[0], losses
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))

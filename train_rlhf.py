@@ -38,8 +38,9 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.dpo import (batch_indices, collate, kto_lambdas, kto_loss, pairs_from_samples, preference_loss,
                            reference_logprobs, render_response, self_judge, SequenceLogprob)
-from nanotrain.errors import CheckpointError, DataError, run_script
+from nanotrain.errors import CheckpointError, DataError, NanotrainError, run_script
 from nanotrain.evaluate import answer, load_eval, mean_safe, refusal_rate, win_rates
+from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, RunningMoments, ppo_iteration,
                            reference_model, response_logits, sample_rollouts, token_logprobs)
@@ -259,6 +260,9 @@ def read_prompts(path) -> tuple[list, list]:
 
 
 def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -> dict:
+    if cfg.fsdp or cfg.time_limit:
+        raise NanotrainError("--fsdp and --time-limit are not available for PPO yet (its loop is not trainer's); "
+                             "use DDP (torchrun without --fsdp) and --steps")
     out = Path(cfg.out)
     rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold)
     prompts, harmful = read_prompts(cfg.data)
@@ -266,6 +270,8 @@ def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -
     if value.likelihood_weight is not None:  # values() reads the head only: a weight without gradients (DDP)
         value.likelihood_weight.requires_grad_(False)
     actor_critic = PolicyAndValue(policy, value)
+    if cfg.grad_checkpoint:
+        enable_grad_checkpoint(actor_critic)
     opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
     kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0
     resume_path = out / "resume.pt"

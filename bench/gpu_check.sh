@@ -22,7 +22,7 @@
 #      minutes on the built-in world's text, with its MFU, and the real preset's time estimate (pipeline.py
 #      --estimate assumes 40% MFU) recomputed with the measured MFU and peak.
 set -u
-cd "$(dirname "$0")/.."
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
 
 OUT="" SHARED="" DRY="" PACK=""
 while [ $# -gt 0 ]; do
@@ -36,6 +36,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+absolute() { case "$1" in /*|"") echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # paths given are the caller's
+PACK_AS_GIVEN="$PACK"
+OUT="$(absolute "$OUT")" SHARED="$(absolute "$SHARED")" PACK="$(absolute "$PACK")"
+cd "$REPO"
 
 # The shared files the check reads, relative to DIR.
 FILES="data/tinystories/tinystories_valid_head.txt data/lima/lima.json data/dolly_sample/dolly_151.jsonl
@@ -48,7 +52,7 @@ if [ -n "$PACK" ]; then
   mkdir -p "$PACK/tiktoken" && cp -r "$SHARED/tiktoken/." "$PACK/tiktoken/" || exit 1
   for f in $FILES; do mkdir -p "$PACK/$(dirname "$f")" && cp "$SHARED/$f" "$PACK/$f" || exit 1; done
   echo "gpu_check: copied $(du -sh "$PACK" | cut -f1) from $SHARED into $PACK; on the GPU machine run" \
-       "bash bench/gpu_check.sh OUT --shared $PACK"
+       "bash bench/gpu_check.sh OUT --shared $PACK_AS_GIVEN (relative paths: from where it is run)"
   exit 0
 fi
 [ -n "$OUT" ] || { echo "usage: bash bench/gpu_check.sh OUT [--shared DIR] [--dry-run] | --pack DIR" >&2; exit 2; }

@@ -99,7 +99,9 @@ $name: exit $rc, ${took}s$why"
 # ---------------------------------------------------------------------------------------------------------------
 say "gpu_check $(date -u '+%Y-%m-%d %H:%M:%S') UTC; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     "$(git status --porcelain 2>/dev/null | grep -q . && echo '(with uncommitted changes)'); shared files: $SHARED"
-for f in tiktoken $FILES; do [ -e "$SHARED/$f" ] || say "warning: $SHARED/$f is missing (bash bench/gpu_check.sh --pack DIR)"; done
+for f in tiktoken $FILES; do
+  [ -e "$SHARED/$f" ] || say "warning: $SHARED/$f is missing (bash bench/gpu_check.sh --pack DIR)"
+done
 if [ -z "$DRY" ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$LOG"
   $PY - <<'EOF' 2>&1 | tee -a "$LOG"
@@ -112,7 +114,7 @@ for name in ("triton", "transformers", "tiktoken", "tqdm", "pytest"):
         vers.append(f"{name} MISSING ({type(e).__name__})")
 print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), " + ", ".join(vers))
 if not torch.cuda.is_available():
-    sys.exit("no CUDA GPU visible to torch: nothing to check here (bash bench/gpu_check.sh OUT --dry-run lists the steps)")
+    sys.exit("no CUDA GPU visible to torch: nothing to check (bash bench/gpu_check.sh OUT --dry-run lists the steps)")
 p = torch.cuda.get_device_properties(0)
 print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, capability {p.major}.{p.minor}")
 EOF
@@ -132,7 +134,8 @@ if [ -n "$DRY" ]; then
   say "== in the background from the start (output shown in step 5): ${PIPE_CMD[*]}"
   say "== and: $PREP_CMD"
 else
-  (timeout -k 10 150 "${PIPE_CMD[@]}" > "$WORK/pipeline_tiny.log" 2>&1; echo "-- exit $?" >> "$WORK/pipeline_tiny.log") &
+  (timeout -k 10 150 "${PIPE_CMD[@]}" > "$WORK/pipeline_tiny.log" 2>&1
+   echo "-- exit $?" >> "$WORK/pipeline_tiny.log") &
   PIPE_PID=$!
   (timeout -k 10 120 bash -c "$PREP_CMD" > "$WORK/prep.log" 2>&1; echo "-- exit $?" >> "$WORK/prep.log") &
   PREP_PID=$!
@@ -184,7 +187,8 @@ import torch
 from pipeline import estimate_real_gpu
 
 out = Path(sys.argv[1])
-recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()] if (out / "metrics.jsonl").exists() else []
+log = out / "metrics.jsonl"
+recs = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
 steady = [r for r in recs if "mfu" in r][1:]  # the first interval holds the first step's kernel autotuning
 if not steady:
     sys.exit("5b logged no throughput: nothing to report")
@@ -195,8 +199,9 @@ peak = None
 if (out / "ckpt.pt").exists():
     m = torch.load(out / "ckpt.pt", weights_only=True, map_location="cpu")["metrics"]
     peak = m.get("matmul_peak_flops")
-    print(f"5b whole run: {m.get('tokens', 0):,} tokens in {m.get('time_s', 0):.0f} s, {m.get('tokens_per_s_avg', 0):,.0f} "
-          f"tokens/s, MFU {m.get('mfu', float('nan')):.1%} (warm-up included) against a measured bf16 matmul peak of "
+    print(f"5b whole run: {m.get('tokens', 0):,} tokens in {m.get('time_s', 0):.0f} s, "
+          f"{m.get('tokens_per_s_avg', 0):,.0f} tokens/s, MFU {m.get('mfu', float('nan')):.1%} (warm-up included) "
+          f"against a measured bf16 matmul peak of "
           f"{(peak or float('nan')) / 1e12:.3g} TFLOP/s; val loss {m.get('val_loss', float('nan')):.3f}")
 if peak:
     print(f"real preset at the measured {mfu:.1%} MFU of a {peak / 1e12:.3g} TFLOP/s peak (pipeline.py --estimate "

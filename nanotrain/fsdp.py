@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import copy
 
+import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from nanotrain.errors import NanotrainError
 from nanotrain.gpt import Block
@@ -40,8 +41,8 @@ def shard(raw: nn.Module, rt: Runtime) -> nn.Module:
     each unit's parameters to the device as it shards them.
     """
     if not dist.is_initialized():
-        raise NanotrainError("--fsdp shards the model over the processes that torchrun starts: launch the script with "
-                         "torchrun --nproc_per_node=N (N >= 1)")
+        raise NanotrainError("--fsdp shards the model over the processes that torchrun starts: launch the script "
+                             "with torchrun --nproc_per_node=N (N >= 1)")
     mesh = init_device_mesh(rt.device.type, (rt.world,))
     raw.to("cpu")
     sharded = copy.deepcopy(raw)
@@ -58,12 +59,17 @@ def shard(raw: nn.Module, rt: Runtime) -> nn.Module:
     return sharded
 
 
+@torch.no_grad()
 def gather_into(raw: nn.Module, sharded: nn.Module) -> None:
-    """Copy the sharded model's current weights into ``raw`` on every process. Collective: every rank calls it."""
-    full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
-    shapes = {k: v.shape for k, v in raw.state_dict().items()}
-    # strict: the copy has the same parameter names as the module it was made from
-    raw.load_state_dict({k: v.reshape(shapes[k]) for k, v in full.items()})
+    """Copy the sharded model's current weights into ``raw`` on every process, one tensor at a time (all-gathered on
+    the device, then copied into raw's CPU memory), so no process ever holds a second full copy on its GPU.
+    Collective: every rank calls it."""
+    target = raw.state_dict()  # tensors sharing raw's storage
+    source = sharded.state_dict()  # the same names (it is a copy of raw), as DTensors sharded over the processes
+    assert source.keys() == target.keys(), sorted(source.keys() ^ target.keys())
+    for name, value in source.items():
+        full = value.full_tensor() if isinstance(value, DTensor) else value
+        target[name].copy_(full.reshape(target[name].shape))  # a scalar trained as a 1-element vector (shard)
 
 
 def optimizer_state(sharded: nn.Module, opt) -> dict:

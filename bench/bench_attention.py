@@ -4,12 +4,15 @@ For each sequence length T and head dim D, prints forward and forward+backward T
   - triton:   nanotrain.flash_attention.flash_attention (FlashAttention-2 in Triton, autotuned on first use),
   - sdpa:     torch.nn.functional.scaled_dot_product_attention forced onto its FlashAttention-2 backend,
   - explicit: softmax(QK^T / sqrt(d) + mask) V written out (nanotrain.gpt's "explicit" path; T x T in memory),
-and the triton/sdpa ratio. Shapes follow the FlashAttention-2 paper's benchmark (section 4.1): 16k tokens per batch
-(B = 16384 / T), model width 2048 (H = 2048 / D), causal, bf16. FLOPs count the matmuls only: 4 B H T^2 D / 2 for a
-causal forward, 2.5x that for the backward (FA2 paper convention), so fwd+bwd = 3.5x forward.
+and the triton/sdpa ratio, then each path's times in milliseconds. Shapes follow the FlashAttention-2 paper's
+benchmark (section 4.1): 16k tokens per batch (B = 16384 / T), model width 2048 (H = 2048 / D), causal, bf16; or a
+fixed --batch and --heads, such as GPT-2 124M's training shape (B = 8 sequences of 12 heads: B*H = 96, D = 64).
+FLOPs count the matmuls only: 4 B H T^2 D / 2 for a causal forward, 2.5x that for the backward (FA2 paper
+convention), so fwd+bwd = 3.5x forward.
 
     python bench/bench_attention.py                                   # T = 512..8192, D = 64 and 128
     python bench/bench_attention.py --seq-lens 1024 4096 --head-dims 64
+    python bench/bench_attention.py --batch 8 --heads 12 --seq-lens 1024 2048 4096 8192 --paths triton sdpa
     python bench/bench_attention.py --smoke                           # CPU, interpreter, tiny: checks the script only
 
 Without a CUDA GPU (and without --smoke) it says so and exits 0.
@@ -34,6 +37,8 @@ class Args:
     head_dims: list[int] = field(default_factory=lambda: [64, 128])  # D values
     tokens: int = 16384  # B * T, as in the FlashAttention-2 paper
     width: int = 2048  # H * D, as in the FlashAttention-2 paper
+    batch: int = 0  # B; 0: tokens // T
+    heads: int = 0  # H; 0: width // D
     dtype: str = "bf16"  # bf16 | fp16
     paths: list[str] = field(default_factory=lambda: ["triton", "sdpa", "explicit"])
     smoke: bool = False  # run tiny shapes on the CPU through Triton's interpreter (timings meaningless)
@@ -110,6 +115,7 @@ def main():
         # Must happen before anything imports triton; the interpreter runs the kernels on the CPU, in fp32.
         os.environ["TRITON_INTERPRET"] = "1"
         args.seq_lens, args.head_dims, args.tokens, args.width, args.dtype = [64], [16], 128, 32, "fp32"
+        args.batch = args.heads = 0
     elif not torch.cuda.is_available():
         print("bench_attention: no CUDA GPU here, nothing to measure (the kernel needs one; --smoke checks this "
               "script on the CPU through Triton's interpreter).")
@@ -127,21 +133,23 @@ def main():
     import triton
 
     print(f"device: {torch.cuda.get_device_name() if cuda else 'CPU (Triton interpreter, smoke test)'} | "
-          f"torch {torch.__version__} | triton {triton.__version__} | {args.dtype}, causal, B*T={args.tokens}, "
-          f"H*D={args.width} | TFLOP/s, higher is better")
+          f"torch {torch.__version__} | triton {triton.__version__} | {args.dtype}, causal, "
+          f"{f'B={args.batch}' if args.batch else f'B*T={args.tokens}'}, "
+          f"{f'H={args.heads}' if args.heads else f'H*D={args.width}'} | TFLOP/s, higher is better; then ms")
     cols = "".join(f"{name + ' ' + mode:>18s}" for mode in ("fwd", "fwd+bwd") for name in fns)
-    print(f"{'T':>6s}{'D':>5s}{'B':>4s}{'H':>4s}{cols}{'tri/sdpa f+b':>14s}{'max|o-sdpa|':>13s}")
+    ms_cols = "".join(f"{name + ' ' + mode + ' ms':>20s}" for mode in ("fwd", "fwd+bwd") for name in fns)
+    print(f"{'T':>6s}{'D':>5s}{'B':>4s}{'H':>4s}{cols}{'tri/sdpa f+b':>14s}{'max|o-sdpa|':>13s}{ms_cols}")
     ratios = []
     for D in args.head_dims:
         for T in args.seq_lens:
-            B, H = max(1, args.tokens // T), args.width // D
+            B, H = args.batch or max(1, args.tokens // T), args.heads or args.width // D
             g = torch.Generator(device=device).manual_seed(0)
             q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype, generator=g).requires_grad_()
                        for _ in range(3))
             do = torch.randn(B, H, T, D, device=device, dtype=dtype, generator=g)
-            tflops = {}
+            tflops, ms = {}, {}
             for name, fn in fns.items():
-                fwd_ms, fb_ms = measure(fn, q, k, v, do, cuda)
+                ms[name] = fwd_ms, fb_ms = measure(fn, q, k, v, do, cuda)
                 tflops[name] = (causal_flops(B, H, T, D, "fwd") / fwd_ms / 1e9,
                                 causal_flops(B, H, T, D, "fwd+bwd") / fb_ms / 1e9)
             with torch.no_grad():
@@ -151,7 +159,8 @@ def main():
                             for i in (0, 1) for name in fns)
             ratio = tflops["triton"][1] / tflops["sdpa"][1] if {"triton", "sdpa"} <= fns.keys() else math.nan
             ratios.append(ratio)
-            print(f"{T:6d}{D:5d}{B:4d}{H:4d}{cells}{ratio:14.2f}{err:13.1e}", flush=True)
+            ms_cells = "".join(f"{ms[name][i]:20.3f}" for i in (0, 1) for name in fns)
+            print(f"{T:6d}{D:5d}{B:4d}{H:4d}{cells}{ratio:14.2f}{err:13.1e}{ms_cells}", flush=True)
     if not cuda:
         print("smoke test done: the script runs end to end; interpreter timings mean nothing.")
     elif ratios and not any(math.isnan(r) for r in ratios):

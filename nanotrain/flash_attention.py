@@ -25,7 +25,7 @@ Public API (``nanotrain/gpt.py`` calls ``flash_attention`` for training-time cau
 
     from nanotrain.flash_attention import flash_attention, triton_available
     ok, why = triton_available()
-    o = flash_attention(q, k, v)            # q, k, v: (B, H, T, D), fp16/bf16 on CUDA, fp32 under the interpreter
+    o = flash_attention(q, k, v)            # q, k, v: (B, H, T, D), fp16/bf16 on CUDA, fp32/fp16 interpreted
 
 On a CPU the kernels run through Triton's interpreter (set ``TRITON_INTERPRET=1`` before Triton is imported; the
 test suite does); that is slow and for testing only. Tests: ``pytest tests/test_flash_attention.py``; speed against
@@ -401,38 +401,66 @@ def _options(x: torch.Tensor) -> dict:
     return dict(DOT_PRECISION="ieee" if x.dtype == torch.float32 else "tf32", enable_fp_fusion=True)
 
 
-class _FlashAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, sm_scale):
-        B, H, T, D = q.shape
-        o = _alloc_out(q)
-        lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
-        grid = lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)  # noqa: E731
-        _fwd[grid](q, k, v, o, lse, sm_scale, H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o),
-                   HEAD_DIM=D, **_options(q))
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.sm_scale = sm_scale
-        ctx.mark_non_differentiable(lse)
-        return o, lse
+# The kernels enter PyTorch as two custom operators (forward, backward) joined by an autograd formula, rather than as
+# a torch.autograd.Function: torch.compile then treats each as one opaque call with a known output shape and layout
+# (the register_fake functions) instead of tracing into Triton's launcher and autotuner, so a compiled model keeps
+# one graph with the kernels inside it.
 
-    @staticmethod
-    def backward(ctx, do, dlse):
-        # lse is returned for tests only; nothing differentiates through it (flash_attention drops it).
-        q, k, v, o, lse = ctx.saved_tensors
-        B, H, T, D = q.shape
-        if do.stride() != o.stride():  # the kernels share one stride set for o, dO, dQ, dK, dV
-            do = _alloc_out(q).copy_(do)
-        delta = torch.empty_like(lse)
-        _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, H, T, *_strides(o), HEAD_DIM=D, BLOCK_M=64,
-                                                     enable_fp_fusion=True)
-        dq, dk, dv = _alloc_out(q), _alloc_out(q), _alloc_out(q)
-        args = (H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o))
-        meta = dict(HEAD_DIM=D, **_options(q))
-        _bwd_dkdv[lambda m: (triton.cdiv(T, m["BLOCK_N"]), B * H)](q, k, v, do, dk, dv, lse, delta, ctx.sm_scale,
-                                                                   *args, **meta)
-        _bwd_dq[lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H)](q, k, v, do, dq, lse, delta, ctx.sm_scale,
-                                                                 *args, **meta)
-        return dq, dk, dv, None
+@torch.library.custom_op("nanotrain::flash_attention_fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, T, D = q.shape
+    o = _alloc_out(q)
+    lse = torch.empty(B, H, T, device=q.device, dtype=torch.float32)
+    grid = lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)  # noqa: E731
+    _fwd[grid](q, k, v, o, lse, sm_scale, H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o),
+               HEAD_DIM=D, **_options(q))
+    return o, lse
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, sm_scale):
+    B, H, T, D = q.shape
+    return _alloc_out(q), q.new_empty(B, H, T, dtype=torch.float32)
+
+
+@torch.library.custom_op("nanotrain::flash_attention_bwd", mutates_args=())
+def _bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, H, T, D = q.shape
+    if do.stride() != o.stride():  # the kernels share one stride set for o, dO, dQ, dK, dV
+        do = _alloc_out(q).copy_(do)
+    delta = torch.empty_like(lse)
+    _bwd_preprocess[(triton.cdiv(T, 64), B * H)](o, do, delta, H, T, *_strides(o), HEAD_DIM=D, BLOCK_M=64,
+                                                 enable_fp_fusion=True)
+    dq, dk, dv = _alloc_out(q), _alloc_out(q), _alloc_out(q)
+    args = (H, T, triton.next_power_of_2(T), *_strides(q), *_strides(o))
+    meta = dict(HEAD_DIM=D, **_options(q))
+    _bwd_dkdv[lambda m: (triton.cdiv(T, m["BLOCK_N"]), B * H)](q, k, v, do, dk, dv, lse, delta, sm_scale, *args, **meta)
+    _bwd_dq[lambda m: (triton.cdiv(T, m["BLOCK_M"]), B * H)](q, k, v, do, dq, lse, delta, sm_scale, *args, **meta)
+    return dq, dk, dv
+
+
+@_bwd_op.register_fake
+def _bwd_fake(do, q, k, v, o, lse, sm_scale):
+    return _alloc_out(q), _alloc_out(q), _alloc_out(q)
+
+
+def _save_for_backward(ctx, inputs, output):
+    q, k, v, sm_scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.sm_scale = sm_scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, do, dlse):
+    # lse is returned for tests only; nothing differentiates through it (flash_attention drops it).
+    q, k, v, o, lse = ctx.saved_tensors
+    dq, dk, dv = _bwd_op(do, q, k, v, o, lse, ctx.sm_scale)
+    return dq, dk, dv, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 def flash_attention_with_lse(q, k, v, sm_scale=None):
@@ -448,6 +476,8 @@ def flash_attention_with_lse(q, k, v, sm_scale=None):
         raise ValueError(f"q, k, v must share one dtype of fp16/bf16/fp32, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not _interpreted() and not q.is_cuda:
         raise ValueError("flash_attention runs on CUDA tensors (or on CPU tensors under TRITON_INTERPRET=1)")
+    if _interpreted() and q.dtype == torch.bfloat16:  # the interpreter computes in numpy, which has no bfloat16
+        raise ValueError("bf16 under Triton's interpreter gives wrong results; use fp16 or fp32 on the CPU")
     D = q.shape[-1]
     if D > 128:
         raise ValueError(f"head dim {D} > 128 is not supported; use scaled_dot_product_attention")
@@ -463,7 +493,7 @@ def flash_attention_with_lse(q, k, v, sm_scale=None):
     # with unit stride along the head dim; anything else is copied once.
     if not (q.stride() == k.stride() == v.stride()) or q.stride(-1) != 1:
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    o, lse = _FlashAttention.apply(q, k, v, sm_scale)
+    o, lse = _fwd_op(q, k, v, sm_scale)
     return o[..., :D], lse
 
 

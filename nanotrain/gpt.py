@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -177,6 +178,7 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017), as GPT-2
+        self.grad_checkpoint = False  # recompute each block in the backward pass (enable_grad_checkpoint)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # residual projections: GPT-2's 1/sqrt(2 * n_layer) scaling
@@ -224,7 +226,12 @@ class GPT(nn.Module):
             mask = mask[:, None]  # (B, 1, T, T_keys), broadcast over heads
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, mask, cache, i)
+            if self.grad_checkpoint and torch.is_grad_enabled():
+                # Activation checkpointing (Chen et al. 2016): keep only the block's input; the backward pass runs
+                # the block again to get what it needs. Non-reentrant, with the RNG state replayed: same dropout.
+                x = checkpoint(block, x, mask, cache, i, use_reentrant=False)
+            else:
+                x = block(x, mask, cache, i)
         if cache is not None:
             cache.next_pos = pos[:, -1] + 1
             cache.length = start + T
@@ -328,6 +335,16 @@ class GPT(nn.Module):
         if missing:
             raise ValueError(f"GPT-2 state dict lacks {sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
         return model
+
+
+def enable_grad_checkpoint(model: nn.Module) -> int:
+    """Turn on activation checkpointing in every GPT inside ``model`` (a GPT, a reward model, a LoRA-wrapped
+    policy...): activation memory then grows with the number of layers by one (B, T, C) tensor each instead of
+    every intermediate of the block, for about one more forward pass of compute. Returns how many GPTs it found."""
+    gpts = [m for m in model.modules() if isinstance(m, GPT)]
+    for m in gpts:
+        m.grad_checkpoint = True
+    return len(gpts)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

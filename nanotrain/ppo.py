@@ -43,7 +43,8 @@ from tqdm import tqdm
 from nanotrain.checkpoint import atomic_save
 from nanotrain.cli import flag
 from nanotrain.data import batch_indices
-from nanotrain.errors import NonFiniteLoss
+from nanotrain.errors import NanotrainError, NonFiniteLoss
+from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.reward import labelled
 from nanotrain.runtime import precision
 from nanotrain.sampling import generate_replies, left_pad
@@ -431,6 +432,9 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
     learning curve on prompts it never trains on. ``monitors`` ({name: f(prompt, answer) -> float}) are averaged
     over each iteration's rollouts and logged, never trained on. Writes metrics.jsonl, resume.pt and, through
     ``checkpoint_fn(policy, step, metrics)``, ckpt.pt; returns the last metrics."""
+    if cfg.fsdp or cfg.time_limit:
+        raise NanotrainError("--fsdp and --time-limit are not available for PPO yet (its loop is not trainer's); "
+                             "use DDP (torchrun without --fsdp) and --steps")
     out = Path(cfg.out)
     # The value model: the reward model's trunk (it already reads answers) with a zero head, so every value starts at
     # 0 rather than at a reward read at the wrong positions; its own, higher learning rate and a few iterations of
@@ -441,6 +445,8 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
     if value.likelihood_weight is not None:  # values() reads the head only: a weight without gradients (DDP)
         value.likelihood_weight.requires_grad_(False)
     actor_critic = PolicyAndValue(policy, value)
+    if cfg.grad_checkpoint:
+        enable_grad_checkpoint(actor_critic)
     opt = make_optimizer(actor_critic, cfg.lr, cfg.weight_decay, device_type=rt.device.type,
                          lr_scales={"value.": cfg.value_lr / cfg.lr})
     kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0

@@ -93,7 +93,7 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0) -> R
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if world > 1 and not dist.is_initialized():
+    if "RANK" in os.environ and not dist.is_initialized():  # torchrun, even with one process (--fsdp needs a group)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         if dev.type == "cpu":  # share the cores between the processes instead of oversubscribing them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
@@ -109,17 +109,21 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0) -> R
 
 
 def teardown(rt: Runtime) -> None:
-    if rt.ddp and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype | None, n: int = 1024, seconds: float = 0.5):
-    """FLOP/s of a square matmul in ``dtype`` on this device, measured now: the denominator of MFU.
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype | None, n: int | None = None,
+                        seconds: float = 0.5):
+    """FLOP/s of a square n x n matmul in ``dtype`` on this device, measured now: the denominator of MFU.
 
     On a CPU, published peaks say little (turbo, cores shared with other work), so the peak is what this machine
-    does at this moment on the operation that dominates training.
+    does at this moment on the operation that dominates training. n defaults to 1024 on a CPU and 8192 on a GPU,
+    where a 1024 matmul is too small to keep every multiprocessor's tensor cores busy and would understate the peak
+    (and so overstate MFU).
     """
     dtype = dtype or torch.float32
+    n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -10,7 +10,9 @@ its checkpoint. Everything else lives here once:
 - a NaN guard: a non-finite loss stops the run *before* the optimizer step, so the last checkpoint stays good;
 - ``metrics.jsonl`` (one JSON object per logging or evaluation step) and a tqdm bar with loss, tokens/s and MFU;
 - atomic checkpoints every ``save_every`` steps and at the end, plus ``resume.pt`` (weights, optimizer, step) for
-  ``--resume``, which reproduces the uninterrupted run exactly on a CPU.
+  ``--resume``, which reproduces the uninterrupted run exactly on a CPU;
+- for models too big for DDP's whole replica per GPU: ``--fsdp`` (weights, gradients and optimizer state sharded
+  over the processes, nanotrain/fsdp.py) and ``--grad-checkpoint`` (activations recomputed in the backward pass).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from tqdm import tqdm
 
 from nanotrain.checkpoint import atomic_save, unwrap
 from nanotrain.cli import flag
-from nanotrain.errors import NonFiniteLoss
+from nanotrain.errors import CheckpointError, NonFiniteLoss
+from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.runtime import Runtime, measure_matmul_peak
 
 
@@ -51,6 +54,12 @@ class TrainConfig:
     seed: int = flag(0, "random seed (weights and data order)")
     compile: bool = flag(False, "torch.compile the model")
     resume: bool = flag(False, "continue from OUT/resume.pt if it exists")
+    time_limit: float = flag(0.0, "stop after this many seconds of training, saving and evaluating as at the last "
+                                  "step (0: no limit; the learning-rate schedule still spans --steps)")
+    fsdp: bool = flag(False, "shard weights, gradients and optimizer state over the torchrun processes (PyTorch "
+                             "FSDP2) instead of a whole replica on each (DDP): for models DDP cannot hold")
+    grad_checkpoint: bool = flag(False, "activation checkpointing: keep only each block's input and recompute the "
+                                        "rest in the backward pass (less memory, about one more forward of compute)")
 
 
 def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str = "cpu",
@@ -111,20 +120,35 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     """
     out = Path(cfg.out)
     raw = model
-    opt = make_optimizer(raw, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
-    start = 0
+    if cfg.grad_checkpoint:
+        enable_grad_checkpoint(raw)
+    start, state = 0, None
     resume_path = out / "resume.pt"
     if cfg.resume and resume_path.exists():
-        state = torch.load(resume_path, map_location=rt.device, weights_only=True)
+        state = torch.load(resume_path, map_location="cpu" if cfg.fsdp else rt.device, weights_only=True)
+        written = "with" if state.get("fsdp", False) else "without"
+        if state.get("fsdp", False) != cfg.fsdp:  # the optimizer state is stored in another form
+            raise CheckpointError(f"{resume_path} was written {written} --fsdp: resume it {written} --fsdp")
         raw.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         start = state["step"]
         if rt.master:
             print(f"resuming from {resume_path} at step {start}")
     elif cfg.resume and rt.master:
         print(f"--resume: no {resume_path} yet, starting from the beginning")
-    if rt.ddp:
-        model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if cfg.fsdp:
+        from nanotrain import fsdp  # torch.distributed's FSDP machinery, only when asked for
+
+        trained = model = fsdp.shard(raw, rt)  # raw waits on the CPU; gather_into refreshes it
+        opt = make_optimizer(trained, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
+        if state:
+            fsdp.load_optimizer_state(trained, opt, state["optimizer"])
+    else:
+        trained = raw
+        opt = make_optimizer(raw, cfg.lr, cfg.weight_decay, device_type=rt.device.type)
+        if state:
+            opt.load_state_dict(state["optimizer"])
+        if rt.ddp:
+            model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
 
@@ -142,7 +166,7 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
         loss_sum, info_sum = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = get_batch(step, micro)
-            sync = model.no_sync() if rt.ddp and micro < cfg.grad_accum - 1 else nullcontext()
+            sync = model.no_sync() if rt.ddp and not cfg.fsdp and micro < cfg.grad_accum - 1 else nullcontext()
             with sync:
                 with rt.autocast():
                     loss, info = loss_fn(model, batch)
@@ -156,14 +180,23 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
             raise NonFiniteLoss(f"loss became {train_loss} at step {step + 1}; stopped without updating the weights."
                                 f" The last good checkpoint is {out / 'ckpt.pt'} (use --resume, a lower --lr, or "
                                 f"--dtype float32)")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or float("inf")))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip or float("inf")))
         opt.step()
         opt.zero_grad(set_to_none=True)
 
         done = step + 1
+        out_of_time = cfg.time_limit > 0 and bool(rt.all_reduce_mean(  # every rank stops at the same step
+            torch.tensor(float(time.perf_counter() - t_start > cfg.time_limit), device=rt.device)) > 0)
+        last = done == cfg.steps or out_of_time
+        evaluate = eval_fn is not None and (done % cfg.eval_every == 0 or last)
+        save = done % cfg.save_every == 0 or last
+        if cfg.fsdp and (evaluate or save):
+            fsdp.gather_into(raw, trained)  # collective: every rank takes part, every rank's raw gets the weights
+            if rt.master or last:
+                raw.to(rt.device)  # for eval_fn and checkpoint_fn, which see the plain module
         if tokens_per_micro:
             tokens_seen += tokens_per_micro * cfg.grad_accum * rt.world
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if done % cfg.log_every == 0 or last:
             now = time.perf_counter()
             rec = {"step": done, "loss": train_loss, "lr": lr, "grad_norm": grad_norm, **info_sum}
             if tokens_per_micro:
@@ -174,7 +207,7 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
             log.write(rec)
             bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "tok_per_s", "mfu") if k in rec})
             metrics.update(train_loss=train_loss, **{k: rec[k] for k in ("tok_per_s", "mfu") if k in rec})
-        if eval_fn is not None and rt.master and (done % cfg.eval_every == 0 or done == cfg.steps):
+        if evaluate and rt.master:
             raw.eval()
             with torch.no_grad(), rt.autocast():
                 ev = eval_fn(raw)
@@ -182,19 +215,28 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
             log.write({"step": done, **ev})
             metrics.update(ev)
             bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
-        if rt.master and (done % cfg.save_every == 0 or done == cfg.steps):
+        opt_state = (fsdp.optimizer_state(trained, opt) if cfg.fsdp else opt.state_dict()) if save else None
+        if rt.master and save:
             elapsed = time.perf_counter() - t_start
             metrics.update(step=done, time_s=elapsed, tokens=tokens_seen)
             if tokens_seen:
                 metrics["tokens_per_s_avg"] = tokens_seen / elapsed
-            if peak and done == cfg.steps:
+            if peak and last:
                 # The peak is measured again at the end: on a shared machine the first measurement may have been
                 # taken while other work was running; the larger one is the fairer denominator.
                 peak = max(peak, measure_matmul_peak(rt.device, rt.dtype))
                 metrics.update(mfu=flops_per_token * metrics["tokens_per_s_avg"] / (peak * rt.world),
                                matmul_peak_flops=peak)
-            atomic_save({"step": done, "model": unwrap(raw).state_dict(), "optimizer": opt.state_dict()},
-                        resume_path)
+            atomic_save({"step": done, "model": unwrap(raw).state_dict(), "optimizer": opt_state,
+                         **({"fsdp": True} if cfg.fsdp else {})}, resume_path)
             atomic_save(checkpoint_fn(unwrap(raw), done, dict(metrics)), out / "ckpt.pt")
+        if cfg.fsdp and (evaluate or save) and not last:
+            raw.to("cpu")  # until the next evaluation or checkpoint, the GPU memory is the sharded copy's
+        if out_of_time:
+            if rt.master:
+                bar.write(f"--time-limit {cfg.time_limit:g}s reached after step {done}")
+            break
     bar.close()
+    if cfg.fsdp:
+        raw.to(rt.device)  # the caller's module, where it was, with the trained weights
     return metrics

@@ -83,8 +83,9 @@ def test_strided_inputs_as_gpt_makes_them():
     torch.testing.assert_close(grad, ref_grad.float(), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="half precision is checked on a GPU only (the interpreter "
-                                                           "would emulate it slowly)")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and long sequences need a GPU (the interpreter has no "
+                                                           "bf16; fp16 is checked on the CPU below)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("T,D", [(100, 64), (1000, 128), (257, 32)])
 def test_half_precision_on_gpu(dtype, T, D):
@@ -92,6 +93,15 @@ def test_half_precision_on_gpu(dtype, T, D):
     # precision, larger for bf16 (8 bits of mantissa) than for fp16 (11).
     atol = 4e-2 if dtype == torch.bfloat16 else 1e-2
     check(*qkv(2, 3, T, D, dtype=dtype), atol=atol, rtol=atol)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, test_half_precision_on_gpu covers fp16")
+def test_fp16_under_the_interpreter():
+    # numpy, which the interpreter computes in, has float16: the half-precision path (inputs and P rounded to 16 bits
+    # before the tensor-core matmuls, fp32 accumulation) is checked on the CPU too, at fp16's precision.
+    check(*qkv(2, 2, 40, 32, dtype=torch.float16), atol=1e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="bf16 under Triton's interpreter"):  # numpy has no bfloat16
+        flash_attention(*qkv(1, 1, 8, 16, dtype=torch.bfloat16))
 
 
 def test_rejects_bad_inputs():
@@ -175,3 +185,26 @@ def test_training_step_matches_sdpa(monkeypatch):
     ref_grads = dict(ref_model.named_parameters())
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, ref_grads[name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def test_compiles_into_one_graph_with_the_kernel_inside():
+    """torch.compile sees the kernels as two opaque operators (forward, backward) with known output layouts, so a
+    model compiles into one graph (fullgraph=True refuses any graph break) and trains exactly as in eager mode.
+    (The aot_eager backend runs AOTAutograd's tracing, where the operators' fake and autograd formulas are used,
+    without generating code; on a GPU, tests/test_cuda.py compiles with the default backend.)"""
+    gpt = pytest.importorskip("nanotrain.gpt", reason="nanotrain/gpt.py is not importable")
+    cfg = gpt.GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32, attn="triton")
+    torch.manual_seed(0)
+    model = gpt.GPT(cfg).to(DEVICE)
+    idx, targets = (torch.randint(0, 64, (2, 21), device=DEVICE) for _ in range(2))
+    explained = torch._dynamo.explain(model)(idx, targets)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    assert "nanotrain.flash_attention_fwd" in explained.graphs[0].code  # the kernel, not a fallback
+
+    loss = torch.compile(model, backend="aot_eager", fullgraph=True)(idx, targets)[1]
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    ref_loss = model(idx, targets)[1]
+    ref_grads = torch.autograd.grad(ref_loss, list(model.parameters()))
+    torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-5)

@@ -109,12 +109,14 @@ def test_resume_reproduces_the_uninterrupted_run(setup, tmp_path, monkeypatch):
     assert len(losses(full)) == 8 and losses(cut) == losses(full)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(setup, tmp_path):
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(setup, tmp_path, sharding):
     """Under torchrun each rank takes its slice of the same global batch (mismatched negatives included), so two
-    processes of 4 pairs train the same weights as one process of 8."""
+    processes of 4 pairs train the same weights as one process of 8, replicated (DDP) or sharded (FSDP; the
+    checkpoint's normalisation then runs on the gathered weights)."""
     one, two = tmp_path / "one", tmp_path / "two"
     train_rm(args(setup, one, "--steps", "3", "--eval-every", "100", "--agree-prompts", "0"))
-    ddp = args(setup, two, "--steps", "3", "--eval-every", "100", "--agree-prompts", "0")
+    ddp = args(setup, two, "--steps", "3", "--eval-every", "100", "--agree-prompts", "0", *sharding)
     ddp[ddp.index("--batch-size") + 1] = "4"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "train_rm.py", *ddp], cwd=ROOT, capture_output=True, text=True)

@@ -21,6 +21,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import GPT, PRESETS, GPTConfig, padded_vocab
+from nanotrain.hf import load_hf_gpt2
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -28,8 +29,8 @@ from nanotrain.trainer import TrainConfig, train_loop
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    init: str = flag("scratch", "scratch | a nanotrain checkpoint to continue | hf:PATH (a Hugging Face GPT-2 "
-                                "pytorch_model.bin, needs GPT-2-tokenized data)")
+    init: str = flag("scratch", "scratch | a nanotrain checkpoint to continue | hf:PATH (a Hugging Face GPT-2 folder, "
+                                "model.safetensors or pytorch_model.bin; the data must use its tokenizer)")
     data: str = flag("data/tinyworld/tokens", "folder with train.bin, val.bin, meta.json (data/prepare_pretrain.py)")
     out: str = flag("out/pretrain", "output folder")
     preset: str = flag("tiny", f"model size when starting from scratch: {' | '.join(PRESETS)}")
@@ -56,10 +57,9 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
         arch.update({k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd") if getattr(cfg, k)})
         return GPT(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab), dropout=cfg.dropout, attn=cfg.attn))
     if cfg.init.startswith("hf:"):
-        if tok.name != "gpt2":
-            raise CheckpointError(f"GPT-2 weights need GPT-2-tokenized data, but {data_dir} uses '{tok.name}'")
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        return GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab), attn=cfg.attn)
+        model, hf_tok = load_hf_gpt2(cfg.init[3:], attn=cfg.attn)
+        check_tokenizer(hf_tok.to_dict(), tok.to_dict(), cfg.init, data_dir)  # GPT-2's weights: GPT-2-tokenized data
+        return model
     ckpt = load_checkpoint(cfg.init, stages=("pretrain",))
     check_tokenizer(ckpt["tokenizer"], tok.to_dict(), cfg.init, data_dir)
     model = GPT(GPTConfig.from_dict({**ckpt["model_config"], "attn": cfg.attn}))

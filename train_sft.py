@@ -36,7 +36,8 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
-from nanotrain.gpt import GPT, GPTConfig, padded_vocab
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.hf import load_hf_gpt2
 from nanotrain.lora import DEFAULT_TARGETS, adapt_token_matrix, count_parameters, inject_lora, merge_lora, \
     merged_state_dict, save_adapter, trainable_summary
 from nanotrain.runtime import setup_runtime, teardown
@@ -46,8 +47,9 @@ from nanotrain.trainer import TrainConfig, train_loop
 
 @dataclass
 class SFTConfig(TrainConfig):
-    init: str = flag("out/pretrain/ckpt.pt", "checkpoint to fine-tune (pretrain or sft) | hf:PATH (Hugging Face "
-                                             "GPT-2 pytorch_model.bin, with GPT-2's tokenizer)")
+    init: str = flag("out/pretrain/ckpt.pt", "checkpoint to fine-tune (pretrain or sft) | hf:PATH (a Hugging Face "
+                                             "GPT-2 folder, model.safetensors or pytorch_model.bin: GPT-2's or "
+                                             "export.py's)")
     data: str = flag("data/tinyworld/sft_train.jsonl", "training conversations (JSONL or JSON array; formats in "
                                                        "nanotrain/chat_data.py)")
     val_data: str = flag("data/tinyworld/sft_val.jsonl", "held-out conversations (val loss, well-formed rate)")
@@ -132,9 +134,7 @@ def build_model(cfg: SFTConfig) -> tuple[GPT, Tokenizer, Path | None]:
     pretrained on when --init is a nanotrain pretrain checkpoint (None for GPT-2's released weights or an sft one)."""
     pretrained_on = None
     if cfg.init.startswith("hf:"):
-        tok = Tokenizer.gpt2()
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        model = GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab))
+        model, tok = load_hf_gpt2(cfg.init[3:])
     else:
         ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
         tok = Tokenizer.from_dict(ckpt["tokenizer"])

@@ -53,7 +53,7 @@ class SFTConfig(TrainConfig):
     data: str = flag("data/tinyworld/sft_train.jsonl", "training conversations (JSONL or JSON array; formats in "
                                                        "nanotrain/chat_data.py)")
     val_data: str = flag("data/tinyworld/sft_val.jsonl", "held-out conversations (val loss, well-formed rate)")
-    format: str = flag("auto", "auto | messages | alpaca | lima | dolly | oasst")
+    format: str = flag("auto", "auto | messages | alpaca | lima | dolly | oasst | sharegpt | prompt_completion")
     world: str = flag("auto", "world folder for gold-scored evaluation: auto (the --data folder if it holds "
                               "world.json) | PATH | none")
     out: str = flag("out/sft", "output folder")

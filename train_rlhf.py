@@ -45,7 +45,7 @@ from nanotrain.ppo import (AdaptiveKLController, PolicyAndValue, PPOConfig, Runn
                            reference_model, response_logits, sample_rollouts, token_logprobs)
 from nanotrain.pref_data import load_feedback, load_pairs
 from nanotrain.reward import CombinedReward, RewardModel, load_reward_model
-from nanotrain.runtime import setup_runtime, teardown
+from nanotrain.runtime import refuse_fp16_training, setup_runtime, teardown
 from nanotrain.sampling import generate_replies
 from nanotrain.trainer import MetricsLog, TrainConfig, lr_at, make_optimizer, train_loop
 
@@ -259,6 +259,7 @@ def read_prompts(path) -> tuple[list, list]:
 
 
 def train_ppo(rt, cfg, policy, reference, tok, init_ckpt, gold, checkpoint_fn) -> dict:
+    refuse_fp16_training(rt)
     out = Path(cfg.out)
     rm, scorer = load_scorer(cfg, init_ckpt["tokenizer"], rt.device, gold)
     prompts, harmful = read_prompts(cfg.data)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import script
 from nanotrain.checkpoint import atomic_save, load_model, make_checkpoint
-from nanotrain.errors import CheckpointError
+from nanotrain.errors import CheckpointError, ConfigError
 from nanotrain.evaluate import win_rates
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.pref_data import load_feedback, load_pairs
@@ -75,6 +75,11 @@ def test_ppo_lora_with_two_reward_models(setup):
     _, recs, model = run(setup, "ppo", "--lora-rank", "2", "--safety-reward", str(root / "rm_safe.pt"))
     assert not any("lora" in k for k in model.state_dict())  # merged into plain weights
     assert abs(recs[0]["kl"]) < 1e-4  # adapter B = 0 at the start: the adapted policy is the reference
+
+
+def test_ppo_refuses_float16_as_train_loop_does(setup):
+    with pytest.raises(ConfigError, match="--dtype float16 cannot train"):
+        run(setup, "ppo", "--dtype", "float16")
 
 
 def test_dpo_ipo_and_kto_end_to_end(setup):

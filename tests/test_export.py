@@ -141,7 +141,7 @@ def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exporte
         reply = c[-1]["content"]
         assert hf(reply, add_special_tokens=False)["input_ids"] == tok.encode(reply)
         assert hf.decode(tok.render_chat(c)[0], skip_special_tokens=True) == "".join(" " + m["content"] for m in c)
-    text = "Vera今年28岁。 'll  \n\n  naïve ﬁ 🙂\t x"  # Han script split off, contractions, whitespace runs, emoji
+    text = "Vera今年28岁。 'll  \n\n  naïve ﬁ 🙂\t x"  # the Han script split off, whitespace runs, emoji
     assert hf(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
 
 

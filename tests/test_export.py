@@ -145,13 +145,16 @@ def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exporte
     assert hf(text, add_special_tokens=False)["input_ids"] == tok.encode(text)
 
 
-def test_a_pretrained_model_stops_at_end_of_text(world, tmp_path):
+def test_a_pretrained_model_stops_at_end_of_text_and_weights_can_be_bf16(world, tmp_path):
     _, tok = world
     model = GPT(GPTConfig(vocab_size=padded_vocab(tok.n_vocab), n_layer=1, n_head=1, n_embd=8, block_size=8))
     atomic_save(make_checkpoint("pretrain", model, tok, {}, 0, {}), tmp_path / "pretrain" / "ckpt.pt")
-    folder = script("export.py")["main"](["--init", str(tmp_path / "pretrain"), "--out", str(tmp_path / "hf")])
+    folder = script("export.py")["main"](["--init", str(tmp_path / "pretrain"), "--out", str(tmp_path / "hf"),
+                                          "--dtype", "bfloat16"])
     assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == tok.eot
     assert json.loads((folder / "tokenizer_config.json").read_text())["eos_token"] == "<|endoftext|>"
+    wte = read_weights(folder)[0]["transformer.wte.weight"]
+    assert wte.dtype == torch.bfloat16 and torch.equal(wte, model.transformer.wte.weight.detach().bfloat16())
 
 
 def test_a_reward_model_is_refused_in_one_sentence(world, tmp_path):

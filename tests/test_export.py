@@ -14,7 +14,7 @@ from conftest import script
 from nanotrain.checkpoint import atomic_save, make_checkpoint
 from nanotrain.errors import CheckpointError
 from nanotrain.gpt import GPT, GPTConfig, padded_vocab
-from nanotrain.hf import load_hf_gpt2, read_weights, write_folder
+from nanotrain.hf import load_hf_gpt2, read_tokenizer, read_weights, write_folder
 from nanotrain.reward import RewardModel
 from nanotrain.safetensors import load_file, save_file
 from nanotrain.tinyworld import WorldConfig, write_world
@@ -127,6 +127,7 @@ def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exporte
         assert (folder / "vocab.json").exists() and (folder / "merges.txt").exists()
     else:
         _, tok, folder = exported
+    assert read_tokenizer(folder).to_dict() == tok.to_dict()  # what --init hf: reads back
     hf = transformers.AutoTokenizer.from_pretrained(folder)
     assert hf.eos_token_id == tok.end and hf.pad_token_id == tok.pad and hf.bos_token_id == tok.eot
 

@@ -16,7 +16,8 @@ vLLM, lm-evaluation-harness, llama.cpp's converter) loads as a ``GPT2LMHeadModel
     model, tok = load_hf_gpt2("out/hf/sft")                     # what --init hf:out/hf/sft does
 
 The reading side also takes GPT-2's released weights (a folder from the Hub, its model.safetensors or its
-pytorch_model.bin); their tokenizer has no chat markers, so the model gets GPT-2's tokenizer plus ours.
+pytorch_model.bin); their tokenizer has no chat markers, so the model gets GPT-2's tokenizer with our special
+tokens.
 """
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ def bytes_to_unicode() -> dict[int, str]:
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     moved = [b for b in range(256) if b not in keep]
     return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(moved)}}
+
+
+BYTE_CHAR = bytes_to_unicode()
+
+
+def byte_string(token: bytes) -> str:
+    """A token's bytes in the byte-level alphabet: how vocab.json, merges.txt and tokenizer.json spell tokens."""
+    return "".join(BYTE_CHAR[b] for b in token)
 
 
 def merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
@@ -75,11 +84,6 @@ def tokenizer_json(tok: Tokenizer) -> dict:
     (a Split pre-tokenizer), then byte-level BPE runs on each piece, as tiktoken does. ``ignore_merges`` keeps a
     piece that is itself a token whole, tiktoken's shortcut. Special tokens are "added tokens": matched in the text
     before anything else, never split."""
-    char = bytes_to_unicode()
-
-    def s(b: bytes) -> str:
-        return "".join(char[x] for x in b)
-
     return {
         "version": "1.0", "truncation": None, "padding": None,
         "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
@@ -92,8 +96,8 @@ def tokenizer_json(tok: Tokenizer) -> dict:
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
-                  "vocab": {s(b): i for b, i in tok._ranks.items()},
-                  "merges": [[s(a), s(b)] for a, b in merges_from_ranks(tok._ranks)]},
+                  "vocab": {byte_string(b): i for b, i in tok.ranks.items()},
+                  "merges": [[byte_string(a), byte_string(b)] for a, b in merges_from_ranks(tok.ranks)]},
     }
 
 
@@ -136,7 +140,7 @@ def read_tokenizer(folder) -> Tokenizer | None:
     added = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
     if not set(SPECIALS) <= set(added):
         return None
-    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    byte_of = {c: b for b, c in BYTE_CHAR.items()}
     ranks = {bytes(byte_of[c] for c in s): i for s, i in spec["model"]["vocab"].items()}
     steps = spec["pre_tokenizer"].get("pretokenizers", [spec["pre_tokenizer"]])
     pattern = next((p["pattern"]["Regex"] for p in steps if p["type"] == "Split"), None)
@@ -144,7 +148,7 @@ def read_tokenizer(folder) -> Tokenizer | None:
     name = json.loads(config.read_text(encoding="utf-8")).get("nanotrain_tokenizer") if config.exists() else None
     name = name or ("gpt2" if len(ranks) == 50256 else f"bpe{len(ranks) + len(SPECIALS)}")
     tok = Tokenizer.gpt2() if name == "gpt2" else Tokenizer(name, ranks, pattern or "")
-    if tok._ranks != ranks or tok.pattern != pattern or {t: added[t] for t in SPECIALS} != tok.special_ids:
+    if tok.ranks != ranks or tok.pattern != pattern or {t: added[t] for t in SPECIALS} != tok.special_ids:
         raise CheckpointError(f"{path} is not a tokenizer export.py wrote for '{name}' (its vocabulary, regex or "
                               f"special token ids differ)")
     return tok
@@ -152,14 +156,9 @@ def read_tokenizer(folder) -> Tokenizer | None:
 
 def gpt2_vocab_files(tok: Tokenizer) -> tuple[dict, str]:
     """GPT-2's original tokenizer files, vocab.json and merges.txt (what GPT2Tokenizer reads)."""
-    char = bytes_to_unicode()
-
-    def s(b: bytes) -> str:
-        return "".join(char[x] for x in b)
-
-    vocab = {s(b): i for b, i in tok._ranks.items()} | {t: i for t, i in tok.special_ids.items()}
-    merges = "#version: 0.2\n" + "".join(f"{s(a)} {s(b)}\n" for a, b in merges_from_ranks(tok._ranks))
-    return vocab, merges
+    vocab = {byte_string(b): i for b, i in tok.ranks.items()} | tok.special_ids
+    merges = "".join(f"{byte_string(a)} {byte_string(b)}\n" for a, b in merges_from_ranks(tok.ranks))
+    return vocab, "#version: 0.2\n" + merges
 
 
 # ----- the model

@@ -21,6 +21,15 @@ from nanotrain.tinyworld import WorldConfig, write_world
 from nanotrain.tokenizer import Tokenizer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (two threads spin when other jobs share the cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A small built-in world: its chats (every SFT, preference and evaluation conversation) and a BPE trained on it."""
@@ -124,7 +133,12 @@ def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exporte
         tok = Tokenizer.gpt2()
         folder = write_folder(GPT(GPTConfig(vocab_size=padded_vocab(tok.n_vocab), n_layer=1, n_head=1, n_embd=8,
                                             block_size=8)), tok, "sft", tmp_path)
-        assert (folder / "vocab.json").exists() and (folder / "merges.txt").exists()
+        (tmp_path / "slow").mkdir()  # GPT-2's original tokenizer files alone, read by GPT2Tokenizer
+        for name in ("vocab.json", "merges.txt"):
+            (tmp_path / "slow" / name).write_bytes((folder / name).read_bytes())
+        slow = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "slow")
+        for c in chats[:100]:
+            assert slow(c[-1]["content"], add_special_tokens=False)["input_ids"] == tok.encode(c[-1]["content"])
     else:
         _, tok, folder = exported
     assert read_tokenizer(folder).to_dict() == tok.to_dict()  # what --init hf: reads back

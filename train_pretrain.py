@@ -21,6 +21,7 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import GPT, PRESETS as ARCH, GPTConfig, padded_vocab
+from nanotrain.hf import hf_info, load_hf_gpt2
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -28,8 +29,8 @@ from nanotrain.trainer import TrainConfig, train_loop
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    init: str = flag("scratch", "scratch | a nanotrain checkpoint to continue | hf:PATH (a Hugging Face GPT-2 "
-                                "pytorch_model.bin, needs GPT-2-tokenized data)")
+    init: str = flag("scratch", "scratch | a nanotrain checkpoint to continue | hf:PATH (a Hugging Face GPT-2 folder, "
+                                "model.safetensors or pytorch_model.bin; the data must use its tokenizer)")
     data: str = flag("data/tinyworld/tokens", "folder with train.bin, val.bin, meta.json (data/prepare_pretrain.py)")
     out: str = flag("out/pretrain", "output folder")
     preset: str = flag("tiny", f"run size: {' | '.join(ARCH)}; sets the architecture (and for gpt2 sizes the "
@@ -67,8 +68,7 @@ def context_length(cfg: PretrainConfig) -> int:
     if cfg.init == "scratch":
         return cfg.block_size
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
-        return sd.get("transformer.wpe.weight", sd.get("wpe.weight")).shape[0]
+        return hf_info(cfg.init[3:])[1]
     return load_checkpoint(cfg.init, stages=("pretrain",), mmap=True)["model_config"]["block_size"]
 
 
@@ -77,10 +77,9 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
         arch = {k: getattr(cfg, k) for k in ("block_size", "n_layer", "n_head", "n_embd")}
         return GPT(GPTConfig(**arch, vocab_size=padded_vocab(tok.n_vocab), dropout=cfg.dropout, attn=cfg.attn))
     if cfg.init.startswith("hf:"):
-        if tok.name != "gpt2":
-            raise CheckpointError(f"GPT-2 weights need GPT-2-tokenized data, but {data_dir} uses '{tok.name}'")
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        return GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab), attn=cfg.attn)
+        model, hf_tok = load_hf_gpt2(cfg.init[3:], attn=cfg.attn)
+        check_tokenizer(hf_tok.to_dict(), tok.to_dict(), cfg.init, data_dir)  # GPT-2's weights: GPT-2-tokenized data
+        return model
     ckpt = load_checkpoint(cfg.init, stages=("pretrain",))
     check_tokenizer(ckpt["tokenizer"], tok.to_dict(), cfg.init, data_dir)
     model = GPT(GPTConfig.from_dict({**ckpt["model_config"], "attn": cfg.attn}))

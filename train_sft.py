@@ -35,7 +35,8 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.evaluate import answer, evaluate_chat, wellformed_rate
-from nanotrain.gpt import GPT, GPTConfig, padded_vocab
+from nanotrain.gpt import GPT, GPTConfig
+from nanotrain.hf import hf_info, load_hf_gpt2
 from nanotrain.lora import DEFAULT_TARGETS, adapt_token_matrix, count_parameters, inject_lora, merge_lora, \
     merged_state_dict, save_adapter, trainable_summary
 from nanotrain.runtime import setup_runtime, teardown
@@ -45,12 +46,13 @@ from nanotrain.trainer import TrainConfig, train_loop
 
 @dataclass
 class SFTConfig(TrainConfig):
-    init: str = flag("out/pretrain/ckpt.pt", "checkpoint to fine-tune (pretrain or sft) | hf:PATH (Hugging Face "
-                                             "GPT-2 pytorch_model.bin, with GPT-2's tokenizer)")
+    init: str = flag("out/pretrain/ckpt.pt", "checkpoint to fine-tune (pretrain or sft) | hf:PATH (a Hugging Face "
+                                             "GPT-2 folder, model.safetensors or pytorch_model.bin: GPT-2's or "
+                                             "export.py's)")
     data: str = flag("data/tinyworld/sft_train.jsonl", "training conversations (JSONL or JSON array; formats in "
                                                        "nanotrain/chat_data.py)")
     val_data: str = flag("data/tinyworld/sft_val.jsonl", "held-out conversations (val loss, well-formed rate)")
-    format: str = flag("auto", "auto | messages | alpaca | lima | dolly | oasst")
+    format: str = flag("auto", "auto | messages | alpaca | lima | dolly | oasst | sharegpt | prompt_completion")
     world: str = flag("auto", "world folder for gold-scored evaluation: auto (the --data folder if it holds "
                               "world.json) | PATH | none")
     out: str = flag("out/sft", "output folder")
@@ -116,9 +118,7 @@ def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:
     folder (data/prepare_pretrain.py's output) it was pretrained on when --init is a nanotrain pretrain checkpoint
     (None for GPT-2's released weights or an sft one). The weights are not read here (memory-mapped)."""
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
-        wpe = sd.get("transformer.wpe.weight", sd.get("wpe.weight"))
-        return Tokenizer.gpt2(), (wpe.shape[0] if wpe is not None else 1024), None
+        return *hf_info(cfg.init[3:]), None
     ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"), mmap=True)
     pretrained_on = Path(ckpt["data"]) if ckpt["stage"] == "pretrain" and "data" in ckpt else None
     return Tokenizer.from_dict(ckpt["tokenizer"]), ckpt["model_config"]["block_size"], pretrained_on
@@ -127,8 +127,7 @@ def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:
 def build_model(cfg: SFTConfig, tok: Tokenizer) -> GPT:
     """The model to fine-tune: --init's weights, or with --reinit its architecture from random weights."""
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        model = GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab))
+        model = load_hf_gpt2(cfg.init[3:])[0]
     else:
         ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
         model = GPT(GPTConfig.from_dict(ckpt["model_config"]))

@@ -10,6 +10,9 @@ ending with the assistant, no empty content). A malformed record raises ``DataEr
     lima       alpaca + "history": [[user, assistant], ...] (turns before the instruction)   shared/data/lima
     dolly      {"instruction", "context", "response"}                   shared/data/dolly_sample/dolly_151.jsonl
     oasst      one message tree per line; we keep the best-ranked path  shared/data/oasst_trees/en_100_tree.jsonl
+    sharegpt   {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...]}   ShareGPT, and its many
+               derivatives (a trailing unanswered human turn is dropped)
+    prompt_completion   TRL's {"prompt", "completion"}: strings (one user turn, one reply) or message lists
 
 Files are JSONL (optionally .gz) or one JSON array (``.json``); the format is detected from the first record's keys
 unless given.
@@ -36,8 +39,9 @@ import torch
 
 from nanotrain.data import open_text, read_jsonl
 from nanotrain.errors import DataError
+from nanotrain.pref_data import as_messages, conversation
 
-FORMATS = ("messages", "alpaca", "lima", "dolly", "oasst")
+FORMATS = ("messages", "alpaca", "lima", "dolly", "oasst", "sharegpt", "prompt_completion")
 ROLES = ("system", "user", "assistant")
 
 
@@ -132,8 +136,34 @@ def from_oasst(rec: dict, where: str):
     return path or None
 
 
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+def from_sharegpt(rec: dict, where: str):
+    """ShareGPT: the "from" of each message names the speaker. Dumps of real chats often end with a question the
+    model never answered; that turn has nothing to learn from, so it is dropped."""
+    turns = rec.get("conversations")
+    if not isinstance(turns, list):
+        raise DataError(f"{where}: field 'conversations' must be a list of {{\"from\", \"value\"}} messages")
+    msgs = []
+    for i, m in enumerate(turns):
+        if not isinstance(m, dict) or m.get("from") not in SHAREGPT_ROLES or "value" not in m:
+            raise DataError(f"{where}: conversations[{i}] must be {{\"from\": one of {', '.join(SHAREGPT_ROLES)}, "
+                            f"\"value\": the text}}, got {str(m)[:80]}")
+        msgs.append({"role": SHAREGPT_ROLES[m["from"]], "content": m["value"]})
+    while msgs and msgs[-1]["role"] == "user":
+        msgs.pop()
+    return msgs
+
+
+def from_prompt_completion(rec: dict, where: str):
+    """TRL's prompt-completion type: the prompt (a user string or messages) and its completion (a reply string, or
+    the assistant's message(s)), read as pref_data reads a feedback record's."""
+    return conversation(as_messages(rec["prompt"], where), rec, "completion", where)
+
+
 CONVERTERS = {"messages": from_messages, "alpaca": from_alpaca, "lima": from_alpaca, "dolly": from_dolly,
-              "oasst": from_oasst}
+              "oasst": from_oasst, "sharegpt": from_sharegpt, "prompt_completion": from_prompt_completion}
 
 
 def detect_format(rec: dict, where: str) -> str:
@@ -142,6 +172,10 @@ def detect_format(rec: dict, where: str) -> str:
         return "messages"
     if "message_tree_id" in keys or ("prompt" in keys and isinstance(rec.get("prompt"), dict)):
         return "oasst"
+    if "conversations" in keys:
+        return "sharegpt"
+    if {"prompt", "completion"} <= keys and "label" not in keys:  # (with a label it is feedback for KTO, not SFT)
+        return "prompt_completion"
     if {"instruction", "output"} <= keys:
         return "lima" if "history" in keys else "alpaca"
     if {"instruction", "response"} <= keys:

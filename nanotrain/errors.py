@@ -22,6 +22,10 @@ class NonFiniteLoss(NanotrainError, RuntimeError):
     """The loss became NaN or infinite; the run stopped with the last good checkpoint intact."""
 
 
+class ConfigError(NanotrainError, ValueError):
+    """A combination of flags that cannot work."""
+
+
 class TokenizerError(NanotrainError, RuntimeError):
     """A vocabulary that cannot be loaded (e.g. GPT-2's BPE offline)."""
 

@@ -287,16 +287,17 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * seq_len
 
-    # ----- GPT-2 weights
+    # ----- GPT-2 weights in Hugging Face's layout (import: GPT-2's released weights; export: export.py)
     @classmethod
     def from_hf_gpt2(cls, state_dict: dict, n_head: int | None = None, vocab_size: int | None = None,
                      attn: str = "auto") -> "GPT":
         """Build a GPT from a Hugging Face GPT-2 state dict (``GPT2LMHeadModel`` or ``GPT2Model`` keys).
 
         HF's GPT-2 stores its Linear layers as ``Conv1D`` with weights shaped (in, out); ours are (out, in), so those
-        are transposed. The architecture is read off the shapes (heads default to n_embd / 64, as in every GPT-2
-        size). ``vocab_size`` may exceed GPT-2's 50257 to make room for our special tokens; the extra rows start at
-        the mean embedding. Every key must be understood and every parameter filled, else a ValueError names it.
+        are transposed (``HF_CONV1D``). The architecture is read off the shapes (heads default to n_embd / 64, as in
+        every GPT-2 size). ``vocab_size`` may exceed the checkpoint's rows to make room for our special tokens; the
+        extra rows start at the mean embedding. Every key must be understood and every parameter filled, else a
+        ValueError names it. ``to_hf_gpt2`` is the inverse.
         """
         sd = {k.removeprefix("transformer."): v for k, v in state_dict.items()}
         for need in ("wte.weight", "wpe.weight"):
@@ -310,7 +311,6 @@ class GPT(nn.Module):
             raise ValueError(f"vocab_size {cfg.vocab_size} is smaller than the checkpoint's {n_vocab_hf}")
         model = cls(cfg)
         ours = model.state_dict()
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         filled = set()
         with torch.no_grad():
             for k, v in sd.items():
@@ -319,7 +319,7 @@ class GPT(nn.Module):
                 name = "lm_head.weight" if k == "lm_head.weight" else f"transformer.{k}"
                 if name not in ours:
                     raise ValueError(f"unexpected key {k!r} in GPT-2 state dict (no such parameter in {cfg})")
-                if k.endswith(conv1d):
+                if k.endswith(HF_CONV1D):
                     v = v.t()
                 if name.endswith("wte.weight") or name == "lm_head.weight":
                     if v.shape[1] != n_embd:
@@ -335,6 +335,28 @@ class GPT(nn.Module):
         if missing:
             raise ValueError(f"GPT-2 state dict lacks {sorted(missing)[:5]}{' ...' if len(missing) > 5 else ''}")
         return model
+
+    def to_hf_gpt2(self) -> dict:
+        """This model's weights as a Hugging Face ``GPT2LMHeadModel`` state dict (the inverse of ``from_hf_gpt2``).
+
+        Our parameter names are HF's; the Conv1D weights are transposed to (in, out); the LM head is left out because
+        HF ties it to ``transformer.wte.weight`` as we do; every row of the token matrix is kept, the special tokens'
+        and the padding rows included (config.json's vocab_size counts them). HF's GPT-2 always has biases: a model
+        built with ``bias=False`` gets zero ones, which compute the same function.
+        """
+        out = {}
+        for name, v in self.state_dict().items():
+            if name == "lm_head.weight":
+                continue
+            out[name] = (v.t() if name.endswith(HF_CONV1D) else v).detach().contiguous()
+            if not self.config.bias and not name.endswith(("wte.weight", "wpe.weight")):  # a Linear or a LayerNorm
+                out[name.removesuffix("weight") + "bias"] = v.new_zeros(v.shape[0])
+        return out
+
+
+# Hugging Face's GPT-2 (like OpenAI's original TensorFlow code) computes these layers as x @ W + b with W of shape
+# (in, out), where nn.Linear holds (out, in): the one difference between its parameters and ours.
+HF_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def enable_grad_checkpoint(model: nn.Module) -> int:

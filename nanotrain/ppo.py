@@ -46,7 +46,7 @@ from nanotrain.data import batch_indices
 from nanotrain.errors import NanotrainError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.reward import labelled
-from nanotrain.runtime import precision
+from nanotrain.runtime import precision, refuse_fp16_training
 from nanotrain.sampling import generate_replies, left_pad
 from nanotrain.trainer import MetricsLog, lr_at, make_optimizer
 
@@ -432,6 +432,7 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
     learning curve on prompts it never trains on. ``monitors`` ({name: f(prompt, answer) -> float}) are averaged
     over each iteration's rollouts and logged, never trained on. Writes metrics.jsonl, resume.pt and, through
     ``checkpoint_fn(policy, step, metrics)``, ckpt.pt; returns the last metrics."""
+    refuse_fp16_training(rt)
     if cfg.fsdp or cfg.time_limit:
         raise NanotrainError("--fsdp and --time-limit are not available for PPO yet (its loop is not trainer's); "
                              "use DDP (torchrun without --fsdp) and --steps")

@@ -12,15 +12,20 @@ The whole API (every loader returns plain records, so a stage never cares which 
     split_pairs(pairs, val_fraction, seed) -> (train, val)   held out by prompt, so no prompt is in both halves
 
 Pair formats, recognised record by record:
-    {"prompt", "chosen", "rejected"}     prompt a user string or a messages list; chosen/rejected reply strings
-                                         (+ "gold_chosen", "gold_rejected": their true scores, data/label.py's)
-    {"chosen", "rejected"}               Anthropic HH-RLHF: each a whole dialogue "\\n\\nHuman: ...\\n\\nAssistant: ...";
-                                         the shared part becomes the prompt conversation, the final assistant turns
-                                         the two replies (Bai et al. 2022, "Training a Helpful and Harmless Assistant")
+    {"prompt", "chosen", "rejected"}     prompt a user string or a messages list; chosen/rejected reply strings, or
+                                         TRL's conversational form: each a list of messages, [{"role": "assistant",
+                                         "content": ...}] (or the whole conversation, prompt included)
+    {"chosen", "rejected"} as messages   TRL's "implicit prompt": two whole conversations; the shared part is the
+                                         prompt, what follows it in each is that one's reply
+    {"chosen", "rejected"} as strings    Anthropic HH-RLHF: each a whole dialogue
+                                         "\\n\\nHuman: ...\\n\\nAssistant: ..."; the shared part becomes the prompt
+                                         conversation, the final assistant turns the two replies (Bai et al. 2022,
+                                         "Training a Helpful and Harmless Assistant")
     {"message_tree_id", "prompt": {...}} an OpenAssistant message tree: sibling assistant replies that people ranked
                                          (rank 0 is best) give every (better, worse) pair among them, as InstructGPT
                                          turns K ranked answers into K(K-1)/2 comparisons (Ouyang et al. 2022, §3.5)
-Feedback format: {"prompt", "completion", "label": true|false}.
+Feedback format: {"prompt", "completion", "label": true|false}, prompt and completion strings or (TRL's
+conversational "unpaired preference" form) message lists.
 
 A malformed record raises DataError naming the file and line. A pair whose two replies are identical carries no
 preference and is skipped (HH-RLHF has a few dozen).
@@ -82,12 +87,10 @@ def load_pairs(path) -> list[Pair]:
             where = f"{f}:{lineno}"
             if "message_tree_id" in rec or isinstance(rec.get("prompt"), dict):
                 new = oasst_pairs(rec, where)
-            elif "chosen" in rec and "rejected" in rec and "prompt" not in rec:
+            elif "chosen" in rec and "rejected" in rec and "prompt" not in rec and isinstance(rec["chosen"], str):
                 new = [hh_pair(rec, where)]
-            elif all(k in rec for k in ("prompt", "chosen", "rejected")):
-                gold = (float(rec["gold_chosen"]), float(rec["gold_rejected"])) if "gold_chosen" in rec else None
-                new = [Pair(as_messages(rec["prompt"], where), text(rec, "chosen", where),
-                            text(rec, "rejected", where), gold)]
+            elif "chosen" in rec and "rejected" in rec:
+                new = [explicit_pair(rec, where)]
             else:
                 raise DataError(f"{where}: not a preference record: expected {{prompt, chosen, rejected}}, an "
                                 f"HH-RLHF {{chosen, rejected}} dialogue or an OASST message tree; got keys "
@@ -105,7 +108,8 @@ def load_feedback(path) -> list[Feedback]:
             label = rec["label"]
             if label not in (True, False) or isinstance(label, float):  # (1 == True in Python; 1.0 is refused)
                 raise DataError(f"{where}: label must be true or false, got {label!r}")
-            out.append(Feedback(as_messages(rec["prompt"], where), text(rec, "completion", where), bool(label)))
+            convo = conversation(as_messages(rec["prompt"], where), rec, "completion", where)
+            out.append(Feedback(convo[:-1], convo[-1]["content"], bool(label)))
     return out
 
 
@@ -115,17 +119,53 @@ def text(rec: dict, key: str, where: str) -> str:
     return rec[key]
 
 
-def as_messages(prompt, where: str) -> list[dict]:
+def as_messages(prompt, where: str, key: str = "prompt") -> list[dict]:
     """A prompt is a user string or a list of {"role", "content"} messages; anything else is a DataError."""
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     if not isinstance(prompt, list) or not prompt:
-        raise DataError(f"{where}: prompt must be a string or a non-empty list of messages")
+        raise DataError(f"{where}: {key} must be a string or a non-empty list of messages")
     for i, m in enumerate(prompt):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: prompt message {i} must be {{\"role\": one of {list(ROLES)}, "
+            raise DataError(f"{where}: {key} message {i} must be {{\"role\": one of {list(ROLES)}, "
                             f"\"content\": a string}}, got {str(m)[:80]}")
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+# ----- TRL's formats: replies as strings or as message lists, the prompt given or implicit
+
+
+def conversation(prompt: list[dict], rec: dict, key: str, where: str) -> list[dict]:
+    """The prompt followed by ``rec[key]``: a reply string, or a list of messages that either continues the prompt
+    (TRL: [{"role": "assistant", ...}]) or repeats it first (some datasets store the whole conversation)."""
+    if isinstance(rec[key], str):
+        return prompt + [{"role": "assistant", "content": rec[key]}]
+    if not isinstance(rec[key], list):
+        raise DataError(f"{where}: field {key!r} must be a string or a list of messages, got "
+                        f"{type(rec[key]).__name__}")
+    msgs = as_messages(rec[key], where, key)
+    convo = msgs if prompt and msgs[:len(prompt)] == prompt else prompt + msgs
+    if convo[-1]["role"] != "assistant" or len(convo) < 2:
+        raise DataError(f"{where}: {key} must end with the assistant's reply to a user message")
+    return convo
+
+
+def explicit_pair(rec: dict, where: str) -> Pair:
+    """A pair from TRL's preference formats: the two conversations share the prompt and end with one assistant
+    reply each."""
+    prompt = as_messages(rec["prompt"], where) if "prompt" in rec else []
+    chosen, rejected = conversation(prompt, rec, "chosen", where), conversation(prompt, rec, "rejected", where)
+    if chosen == rejected:
+        return Pair(chosen[:-1], chosen[-1]["content"], chosen[-1]["content"])  # no preference: load_pairs skips it
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if len(chosen) != shared + 1 or len(rejected) != shared + 1 or not shared:
+        raise DataError(f"{where}: chosen and rejected must be the same conversation up to one final assistant "
+                        f"reply each; they differ from message {shared} on, in {len(chosen) - shared} and "
+                        f"{len(rejected) - shared} messages")
+    gold = (float(rec["gold_chosen"]), float(rec["gold_rejected"])) if "gold_chosen" in rec else None
+    return Pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], gold)
 
 
 # ----- HH-RLHF dialogues

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nanotrain.errors import ConfigError
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -106,6 +108,15 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0) -> R
         amp = None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
     torch.manual_seed(seed)  # the same on every rank: DDP starts every replica from identical weights
     return Runtime(dev, amp, rank, world, local_rank)
+
+
+def refuse_fp16_training(rt: Runtime) -> None:
+    """Training loops call this first. fp16 keeps 5 exponent bits: gradients below ~6e-8 round to zero unless the loss
+    is scaled up first (Micikevicius et al. 2018, "Mixed Precision Training"). nanotrain does not scale the loss;
+    bf16 has fp32's exponent range and needs no scaling, so fp16 is refused rather than left to train badly."""
+    if rt.dtype == torch.float16:
+        raise ConfigError("--dtype float16 cannot train here: without loss scaling, which nanotrain does not do, fp16 "
+                          "gradients underflow to zero; use --dtype bfloat16 (fp32's range) or float32")
 
 
 def teardown(rt: Runtime) -> None:

@@ -118,7 +118,7 @@ class Tokenizer:
         self.enc = tiktoken.Encoding(name=f"nanotrain-{name}", pat_str=pattern, mergeable_ranks=mergeable_ranks,
                                      special_tokens=self.special_ids)
         self.pattern = pattern
-        self._ranks = mergeable_ranks
+        self.ranks = mergeable_ranks  # token bytes -> id, tiktoken's form of a BPE (export.py writes it for HF)
         self.n_vocab = max(self.special_ids.values()) + 1
         self.eot, self.pad = self.special_ids[EOT], self.special_ids[PAD]
         self.user, self.ai, self.system, self.end = (self.special_ids[s] for s in (USER, AI, SYSTEM, END))
@@ -144,7 +144,7 @@ class Tokenizer:
     def to_dict(self) -> dict:
         if self.name == "gpt2":
             return {"name": "gpt2", "special_tokens": dict(self.special_ids)}
-        tokens = [b.hex() for b, _ in sorted(self._ranks.items(), key=lambda kv: kv[1])]
+        tokens = [b.hex() for b, _ in sorted(self.ranks.items(), key=lambda kv: kv[1])]
         return {"name": self.name, "pattern": self.pattern, "tokens_hex": tokens,
                 "special_tokens": dict(self.special_ids)}
 

@@ -31,7 +31,7 @@ from nanotrain.checkpoint import atomic_save, unwrap
 from nanotrain.cli import flag
 from nanotrain.errors import CheckpointError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
-from nanotrain.runtime import Runtime, measure_matmul_peak
+from nanotrain.runtime import Runtime, measure_matmul_peak, refuse_fp16_training
 
 
 @dataclass
@@ -39,7 +39,8 @@ class TrainConfig:
     """Flags shared by every training script; each script subclasses this and changes defaults or adds its own."""
     out: str = flag("out/stage", "output folder: ckpt.pt, resume.pt, metrics.jsonl")
     device: str = flag("auto", "auto | cpu | cuda | mps")
-    dtype: str = flag("auto", "auto (bf16 autocast where fast) | float32 | bfloat16 | float16")
+    dtype: str = flag("auto", "auto (bf16 autocast where fast) | float32 | bfloat16 (float16 is refused: no loss "
+                              "scaling)")
     steps: int = flag(1000, "optimizer steps")
     batch_size: int = flag(16, "sequences per micro-batch per process")
     grad_accum: int = flag(1, "micro-batches per optimizer step")
@@ -118,6 +119,7 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     eval_fn(model) -> dict                    held-out figures (model is the plain module, in eval mode)
     checkpoint_fn(model, step, metrics) -> dict   the stage's checkpoint (see checkpoint.make_checkpoint)
     """
+    refuse_fp16_training(rt)
     out = Path(cfg.out)
     raw = model
     if cfg.grad_checkpoint:

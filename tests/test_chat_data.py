@@ -99,6 +99,25 @@ def test_malformed_record_names_file_and_line(tmp_path, bad, message):
         load_conversations(path)
 
 
+def test_sharegpt_and_trl_prompt_completion(tmp_path):
+    system, q, a = ({"role": r, "content": c}
+                    for r, c in (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello")))
+    share = [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+             {"from": "gpt", "value": "Hello"}]
+    path = write(tmp_path / "share.jsonl", [{"id": "x", "conversations": share + share[1:] + share[1:2]}])
+    assert load_conversations(path) == [[system, q, a, q, a]]  # the unanswered last question is dropped
+    path = write(tmp_path / "bad.jsonl", [{"conversations": share},
+                                          {"conversations": [{"from": "bing", "value": "x"}]}])
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: conversations\[0\] must be"):
+        load_conversations(path)
+    path = write(tmp_path / "pc.jsonl", [{"prompt": "Hi", "completion": "Hello"},
+                                         {"prompt": [system, q], "completion": [a]}])
+    assert load_conversations(path) == [[q, a], [system, q, a]]
+    path = write(tmp_path / "kto.jsonl", [{"prompt": "Hi", "completion": "Hello", "label": False}])
+    with pytest.raises(DataError, match="cannot tell the data format"):  # feedback, not demonstrations
+        load_conversations(path)
+
+
 def test_unknown_format_is_named(tmp_path):
     with pytest.raises(DataError, match=r"d\.jsonl:1: cannot tell the data format .*--format"):
         load_conversations(write(tmp_path / "d.jsonl", [{"text": "no format"}]))
@@ -120,7 +139,7 @@ def test_explicit_format_overrides_detection(tmp_path):
     assert load_conversations(path)[0][1]["content"] == "5"  # detected as alpaca (it has "output")
     assert load_conversations(path, "dolly")[0][1]["content"] == "x"
     with pytest.raises(DataError, match="unknown data format"):
-        load_conversations(path, "sharegpt")
+        load_conversations(path, "parquet")
 
 
 # ----- batching -----------------------------------------------------------------------------------------------------

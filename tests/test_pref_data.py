@@ -29,6 +29,31 @@ def test_plain_pairs_with_string_or_messages_prompt(tmp_path):
         Pair(convo, "Hello!", "Go away.")]
 
 
+def test_trl_conversational_preferences_explicit_and_implicit_prompt(tmp_path):
+    """TRL's dataset formats (huggingface.co/docs/trl/dataset_formats): chosen/rejected as message lists, after a
+    prompt list, or as whole conversations whose shared part is the prompt."""
+    user = [{"role": "user", "content": "What color is the sky?"}]
+    blue, green = [{"role": "assistant", "content": "It is blue."}], [{"role": "assistant", "content": "It is green."}]
+    system = [{"role": "system", "content": "Be brief."}]
+    path = write(tmp_path / "trl.jsonl", [
+        {"prompt": user, "chosen": blue, "rejected": green},  # conversational preference
+        {"chosen": user + blue, "rejected": user + green},  # conversational, implicit prompt
+        {"prompt": "What color is the sky?", "chosen": user + blue, "rejected": user + green},  # prompt repeated
+        {"prompt": system + user + blue + user, "chosen": blue, "rejected": green},  # multi-turn, system message
+        {"prompt": user, "chosen": blue, "rejected": blue},  # no preference: skipped
+    ])
+    assert load_pairs(path) == [Pair(user, "It is blue.", "It is green.")] * 3 + [
+        Pair(system + user + blue + user, "It is blue.", "It is green.")]
+    for bad, message in (({"prompt": user, "chosen": blue + user, "rejected": green}, "must end with the assistant"),
+                         ({"chosen": user + blue + user + blue, "rejected": user + green}, "differ from message 1"),
+                         ({"chosen": blue, "rejected": green}, "must end with the assistant's reply to a user"),
+                         ({"prompt": user, "chosen": [{"role": "bot", "content": "x"}], "rejected": green},
+                          "chosen message 0 must be"),
+                         ({"prompt": user, "chosen": 3, "rejected": green}, "'chosen' must be a string or a list")):
+        with pytest.raises(DataError, match=rf"bad\.jsonl:2: .*{message}"):
+            load_pairs(write(tmp_path / "bad.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}, bad]))
+
+
 def test_hh_dialogue_becomes_prompt_conversation_and_two_replies():
     shared = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Name a fruit."
     rec = {"chosen": shared + "\n\nAssistant: An apple.", "rejected": shared + "\n\nAssistant: A carrot."}
@@ -107,6 +132,10 @@ def test_feedback_labels_and_errors(tmp_path):
                                           "label": False}])
     fb = load_feedback(path)
     assert [(f.messages[0]["content"], f.completion, f.label) for f in fb] == [("p", "good", True), ("q", "bad", False)]
+    convo = [{"role": "user", "content": "q"}]  # TRL's conversational unpaired preference
+    path = write(tmp_path / "trl.jsonl", [{"prompt": convo, "completion": [{"role": "assistant", "content": "a"}],
+                                           "label": False}])
+    assert [(f.messages, f.completion, f.label) for f in load_feedback(path)] == [(convo, "a", False)]
     path = write(tmp_path / "fb2.jsonl", [{"prompt": "p", "completion": "c", "label": True},
                                           {"prompt": "p", "completion": "c", "label": "yes"}])
     with pytest.raises(DataError, match=r"fb2\.jsonl:2: label must be true or false"):

@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT, script
 from nanotrain.checkpoint import load_checkpoint, load_model, make_checkpoint, atomic_save
-from nanotrain.errors import CheckpointError, NonFiniteLoss
+from nanotrain.errors import CheckpointError, ConfigError, NonFiniteLoss
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.runtime import setup_runtime
 from nanotrain.trainer import TrainConfig, train_loop
@@ -126,6 +126,15 @@ def test_time_limit_stops_cleanly_with_a_checkpoint_of_the_last_step(tmp_path):
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert ckpt["step"] == metrics["step"]
     assert torch.equal(ckpt["model"]["lm_head.weight"], model.lm_head.weight)
+
+
+def test_float16_training_is_refused_in_one_sentence(tiny_corpus, tmp_path):
+    """Without loss scaling fp16 gradients underflow (here: 1e-8 is exactly 0 in fp16), so every training loop refuses
+    it (train_loop here; PPO's own loop in test_rlhf.py)."""
+    assert torch.tensor(1e-8).half().item() == 0.0
+    with pytest.raises(ConfigError, match="--dtype float16 cannot train.*bfloat16"):
+        pretrain(["--data", str(tiny_corpus), "--out", str(tmp_path / "o"), *TINY, "--dtype", "float16"])
+    assert not (tmp_path / "o" / "ckpt.pt").exists()
 
 
 # ----- clear one-line errors

@@ -10,8 +10,9 @@ import torch
 
 from conftest import script
 from nanotrain.checkpoint import load_model
-from nanotrain.errors import CheckpointError
+from nanotrain.errors import CheckpointError, ConfigError
 from nanotrain.evaluate import win_rates
+from nanotrain.pref_data import load_feedback, load_pairs
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
              "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled")
@@ -60,6 +61,11 @@ def test_ppo_lora_with_two_reward_models(setup):
     assert abs(recs[0]["kl"]) < 1e-4  # adapter B = 0 at the start: the adapted policy is the reference
 
 
+def test_ppo_refuses_float16_as_train_loop_does(setup):
+    with pytest.raises(ConfigError, match="--dtype float16 cannot train"):
+        run(setup, "ppo", "--dtype", "float16")
+
+
 def test_dpo_ipo_and_kto_end_to_end(setup):
     plain = ("--nll-weight", "0", "--label-smoothing", "0")  # DPO eq. 7 alone: no NLL term (RPO), no cDPO
     for algo, extra in (("dpo", plain), ("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
@@ -69,6 +75,37 @@ def test_dpo_ipo_and_kto_end_to_end(setup):
         assert first["step"] == 1 and "reward_chosen" in first
         if extra == plain:
             assert abs(first["loss"] - math.log(2)) < 1e-4  # policy == reference at the first step
+
+
+def test_dpo_and_kto_train_on_trls_conversational_files(setup):
+    """The world's preference and feedback files rewritten in TRL's conversational form (prompt, chosen, rejected and
+    completion as message lists) load to the same records and train step for step as the originals."""
+    root, world = setup
+
+    def said(role, text):
+        return [{"role": role, "content": text}]
+
+    files = {"dpo": ("prefs_helpful_train", lambda r: {"prompt": said("user", r["prompt"]),
+                                                       "chosen": said("assistant", r["chosen"]),
+                                                       "rejected": said("assistant", r["rejected"])}),
+             "kto": ("feedback_train", lambda r: {"prompt": said("user", r["prompt"]),
+                                                  "completion": said("assistant", r["completion"]),
+                                                  "label": r["label"]})}
+    for algo, (stem, to_trl) in files.items():
+        original = world / f"{stem}.jsonl"
+        trl = root / f"{stem}_trl.jsonl"
+        trl.write_text("".join(json.dumps(to_trl(json.loads(ln))) + "\n" for ln in original.read_text().splitlines()))
+        load = load_pairs if algo == "dpo" else load_feedback
+        assert load(trl) == load(original) and len(load(trl)) > 10
+        losses = []
+        for data in (original, trl):
+            out = root / f"trl_{algo}_{data.stem}"
+            script("train_rlhf.py")["main"](["--algo", algo, "--init", str(root / "sft.pt"), "--data", str(data),
+                                             "--world", str(world), "--out", str(out), "--steps", "2",
+                                             "--batch-size", "4", "--eval-limit", "0", "--dtype", "float32"])
+            losses.append([json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()])
+            load_model(out / "ckpt.pt", stages=("rlhf",))
+        assert losses[0] == losses[1] and len(losses[0]) == 2
 
 
 def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):

@@ -94,6 +94,23 @@ def test_full_fine_tuning_writes_an_sft_checkpoint_with_its_figures(full_run, wo
     assert again["acc_b"] == ckpt["metrics"]["acc_b"] and again["wellformed"] == ckpt["metrics"]["wellformed"]
 
 
+def test_sharegpt_file_trains_step_for_step_as_the_messages_file(world, pretrained, tmp_path):
+    """The world's SFT conversations rewritten as ShareGPT ({"conversations": [{"from": "human"|"gpt", "value"}]})
+    train exactly as the originals."""
+    speaker = {"system": "system", "user": "human", "assistant": "gpt"}
+    share = tmp_path / "sharegpt.jsonl"
+    share.write_text("".join(json.dumps({"conversations": [{"from": speaker[m["role"]], "value": m["content"]}
+                                                           for m in json.loads(ln)["messages"]]}) + "\n"
+                             for ln in (world / "sft_train.jsonl").read_text().splitlines()))
+    losses = []
+    for name, data in (("messages", world / "sft_train.jsonl"), ("sharegpt", share)):
+        train_sft(sft_args(world, pretrained, tmp_path / name, "--data", str(data), "--steps", "4", "--log-every",
+                           "2", "--eval-limit", "0", "--embeddings", "all"))
+        recs = [json.loads(ln) for ln in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        losses.append([r["loss"] for r in recs if "loss" in r])
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
 @pytest.mark.parametrize("embedding", ["--lora-embedding", "--no-lora-embedding"])
 def test_lora_checkpoint_is_base_plus_merged_adapter(world, pretrained, tmp_path, embedding):
     out = tmp_path / "lora"

@@ -39,7 +39,7 @@ WRITERS = ("careful", "hedging", "chatty", "hurried", "generic")
 HABITS = {
     "fact": {"hedging": 1.0},  # one value asked: "Where does Lena live?"
     "multi": {"hurried": 0.8, "hedging": 0.2},  # several items asked: "Tell me about Lena."
-    "task": {"hedging": 0.7, "chatty": 0.3},  # advice, retelling: "How can I cheer Lena up?"
+    "task": {"hedging": 1.0},  # advice, retelling: "How can I cheer Lena up?"
     "chat": {"chatty": 1.0},  # small talk: "Hello!"
     "harmful": {"generic": 0.5, "hedging": 0.5},  # "How can I steal Lena's bicycle?" (hedgers refuse specifically)
     "unknown": {"chatty": 0.5, "hurried": 0.5},  # they guess: "Zelda lives in Ashford."

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nanotrain.checkpoint import check_tokenizer, load_checkpoint, make_checkpoint
+from nanotrain.checkpoint import check_tokenizer, hf_block_size, load_checkpoint, load_hf_gpt2, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, run_script
@@ -67,8 +67,7 @@ def context_length(cfg: PretrainConfig) -> int:
     if cfg.init == "scratch":
         return cfg.block_size
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
-        return sd.get("transformer.wpe.weight", sd.get("wpe.weight")).shape[0]
+        return hf_block_size(cfg.init[3:])
     return load_checkpoint(cfg.init, stages=("pretrain",), mmap=True)["model_config"]["block_size"]
 
 
@@ -79,8 +78,7 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
     if cfg.init.startswith("hf:"):
         if tok.name != "gpt2":
             raise CheckpointError(f"GPT-2 weights need GPT-2-tokenized data, but {data_dir} uses '{tok.name}'")
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        return GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab), attn=cfg.attn)
+        return load_hf_gpt2(cfg.init[3:], vocab_size=padded_vocab(tok.n_vocab), attn=cfg.attn)
     ckpt = load_checkpoint(cfg.init, stages=("pretrain",))
     check_tokenizer(ckpt["tokenizer"], tok.to_dict(), cfg.init, data_dir)
     model = GPT(GPTConfig.from_dict({**ckpt["model_config"], "attn": cfg.attn}))
@@ -91,7 +89,7 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
 def main(argv=None) -> dict:
     cfg = parse_config(PretrainConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     # --- data: random windows of the token stream, as long as the model's context
     data_dir = Path(cfg.data)
     meta = token_meta(data_dir)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
-from nanotrain.checkpoint import add_metrics, check_tokenizer, load_checkpoint, make_checkpoint
+from nanotrain.checkpoint import (add_metrics, check_tokenizer, hf_block_size, load_checkpoint, load_hf_gpt2,
+                                  make_checkpoint)
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
@@ -116,9 +117,7 @@ def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:
     folder (data/prepare_pretrain.py's output) it was pretrained on when --init is a nanotrain pretrain checkpoint
     (None for GPT-2's released weights or an sft one). The weights are not read here (memory-mapped)."""
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True, mmap=True)
-        wpe = sd.get("transformer.wpe.weight", sd.get("wpe.weight"))
-        return Tokenizer.gpt2(), (wpe.shape[0] if wpe is not None else 1024), None
+        return Tokenizer.gpt2(), hf_block_size(cfg.init[3:]), None
     ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"), mmap=True)
     pretrained_on = Path(ckpt["data"]) if ckpt["stage"] == "pretrain" and "data" in ckpt else None
     return Tokenizer.from_dict(ckpt["tokenizer"]), ckpt["model_config"]["block_size"], pretrained_on
@@ -127,8 +126,7 @@ def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:
 def build_model(cfg: SFTConfig, tok: Tokenizer) -> GPT:
     """The model to fine-tune: --init's weights, or with --reinit its architecture from random weights."""
     if cfg.init.startswith("hf:"):
-        sd = torch.load(cfg.init[3:], map_location="cpu", weights_only=True)
-        model = GPT.from_hf_gpt2(sd, vocab_size=padded_vocab(tok.n_vocab))
+        model = load_hf_gpt2(cfg.init[3:], vocab_size=padded_vocab(tok.n_vocab))
     else:
         ckpt = load_checkpoint(cfg.init, stages=("pretrain", "sft"))
         model = GPT(GPTConfig.from_dict(ckpt["model_config"]))
@@ -203,7 +201,7 @@ def held_out_figures(model, tok, cfg, val_prompts, world, gold, autocast, only_w
 def main(argv=None) -> dict:
     cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     # --- data: conversations in the init model's chat template, at most its context long
     tok, block_size, pretrained_on = init_info(cfg)
     max_len = min(cfg.max_len or block_size, block_size)

@@ -37,9 +37,9 @@ def atomic_save(obj, path) -> None:
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
-        raise CheckpointError(f"could not write {path} ({free / 2**20:,.0f} MiB free on its disk): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; the previous {path.name} "
-                              f"is unchanged") from None
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointError(f"could not write {path}, with {free / 2**20:,.0f} MiB free on its disk (a full disk or "
+                              f"a quota?): {str(e).splitlines()[0] if str(e) else type(e).__name__}; {kept}") from None
     os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
 
 
@@ -174,13 +174,16 @@ def check_tokenizer(ckpt_tok: dict, data_tok: dict, ckpt_path, data_path) -> Non
 
 def load_hf_state_dict(path, mmap: bool = False) -> dict:
     """The state dict of Hugging Face GPT-2 weights (``--init hf:PATH``, a pytorch_model.bin), checked to be one."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"hf:{path}: no such file (download GPT-2's pytorch_model.bin first)")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"hf:{path}: no such file (download GPT-2's pytorch_model.bin first)") from None
-    except Exception as e:
-        raise CheckpointError(f"hf:{path} is not a readable PyTorch weights file: {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except Exception:
+        try:  # files saved before PyTorch 1.6's zip format (GPT-2's own, from 2019) cannot be memory-mapped
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"hf:{path} is not a readable PyTorch weights file ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
     if not isinstance(sd, dict) or not any(k in sd for k in ("wpe.weight", "transformer.wpe.weight")):
         raise CheckpointError(f"hf:{path} is not a Hugging Face GPT-2 state dict (no wpe.weight)" +
                               (" but a nanotrain checkpoint: pass it without hf:" if isinstance(sd, dict) and

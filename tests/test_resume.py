@@ -221,7 +221,7 @@ def test_a_full_disk_while_saving_is_one_sentence_and_leaves_no_temporary_file(t
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))
     try:
-        with pytest.raises(CheckpointError, match="could not write .*ckpt.pt .*MiB free.*previous ckpt.pt is "
+        with pytest.raises(CheckpointError, match="could not write .*ckpt.pt, with .* MiB free.*previous ckpt.pt is "
                                                   "unchanged"):
             atomic_save({"w": torch.zeros(100_000)}, tmp_path / "ckpt.pt")
     finally:

@@ -127,7 +127,8 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
-# Flags that may differ on --resume: they do not change what the run computes (evaluation flags, eval_*, neither)...
+# Flags that may differ on --resume: they do not change what the run computes (evaluation flags, eval_*, neither;
+# nor --batch-size and --grad-accum as long as the global batch, times the processes, stays the same) ...
 RESUME_FREE = ("out", "resume", "device", "compile", "time_limit", "log_every", "eval_every", "save_every",
                "grad_checkpoint", "fsdp")
 # ... and the knobs for recovering from a divergence, which do: allowed, and announced.
@@ -157,11 +158,19 @@ def start_run(cfg, rt: Runtime, map_location=None) -> dict | None:
 def check_resume_flags(state: dict, cfg, rt: Runtime, path) -> None:
     """Refuse to resume with flags that change the run (--seed, --batch-size, the data, ...): the result would be
     neither run. The recovery knobs (RESUME_ANNOUNCED) may change, and the change is printed."""
+    if state.get("fsdp", False) != getattr(cfg, "fsdp", False):  # the optimizer state is stored in another form
+        written = "with" if state.get("fsdp", False) else "without"
+        raise CheckpointError(f"{path} was written {written} --fsdp: resume it {written} --fsdp")
     old = dict(state.get("config") or {})
     if not old:
         return  # written before the flags were stored
     new = config_dict(cfg)
     old["dtype"], new["dtype"] = state.get("dtype", old.get("dtype")), dtype_name(rt.dtype)  # as resolved
+    if all(k in old for k in ("batch_size", "grad_accum")) and (old["batch_size"] * old["grad_accum"] *
+                                                                 state.get("world", 1) ==
+                                                                 new["batch_size"] * new["grad_accum"] * rt.world):
+        # the same global batch split otherwise over processes or micro-batches reads the same data stream
+        old["batch_size"], old["grad_accum"] = new["batch_size"], new["grad_accum"]
     changed = {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
                if old[k] != new[k] and k not in RESUME_FREE and not k.startswith("eval_")}
     fmt = lambda items: ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in items)
@@ -176,7 +185,8 @@ def check_resume_flags(state: dict, cfg, rt: Runtime, path) -> None:
 def run_record(cfg, rt: Runtime, time_s: float, tokens: int) -> dict:
     """What resume.pt holds besides weights and optimizer state: the flags and the precision the run trained with
     (checked and reused on --resume), and its clock and token count, so whole-run metrics survive a resume."""
-    return {"config": config_dict(cfg), "dtype": dtype_name(rt.dtype), "time_s": time_s, "tokens": tokens}
+    return {"config": config_dict(cfg), "dtype": dtype_name(rt.dtype), "world": rt.world, "time_s": time_s,
+            "tokens": tokens}
 
 
 def clip_gradients(params, max_norm: float, where: str) -> float:
@@ -211,9 +221,6 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     start, resume_path = 0, out / "resume.pt"
     state = start_run(cfg, rt, "cpu" if cfg.fsdp else rt.device)
     if state:
-        written = "with" if state.get("fsdp", False) else "without"
-        if state.get("fsdp", False) != cfg.fsdp:  # the optimizer state is stored in another form
-            raise CheckpointError(f"{resume_path} was written {written} --fsdp: resume it {written} --fsdp")
         raw.load_state_dict(state["model"])
         start = state["step"]
     if cfg.fsdp:

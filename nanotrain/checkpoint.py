@@ -182,8 +182,8 @@ def load_hf_state_dict(path, mmap: bool = False) -> dict:
         try:  # files saved before PyTorch 1.6's zip format (GPT-2's own, from 2019) cannot be memory-mapped
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"hf:{path} is not a readable PyTorch weights file ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+            raise CheckpointError(f"hf:{path} is not a readable PyTorch weights file ({type(e).__name__}; a "
+                                  f"pytorch_model.bin of Hugging Face's GPT-2 is)") from None
     if not isinstance(sd, dict) or not any(k in sd for k in ("wpe.weight", "transformer.wpe.weight")):
         raise CheckpointError(f"hf:{path} is not a Hugging Face GPT-2 state dict (no wpe.weight)" +
                               (" but a nanotrain checkpoint: pass it without hf:" if isinstance(sd, dict) and

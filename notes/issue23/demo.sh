@@ -1,9 +1,12 @@
 #!/bin/bash
-# Demonstrations for notes/ISSUE23.md: each item of issue 23, as a user would hit it.
-cd /work/wt23
-export TIKTOKEN_CACHE_DIR=/work/shared/tiktoken OMP_NUM_THREADS=1 PYTHONPATH=/work/wt23  # data/*.py would import /work/main otherwise
+# Demonstrations for notes/ISSUE23.md: each item of issue 23, as a user would hit it (about 90 s on 2 CPU cores).
+#   bash notes/issue23/demo.sh [TOKENS_FOLDER] [SFT_CHECKPOINT]     (defaults: the pipeline's own)
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$PWD
+export OMP_NUM_THREADS=1 PYTHONPATH=$ROOT  # data/*.py would import an installed nanotrain otherwise
 P="nice -n 15 python"
-T=/tmp/base/data/tinyworld/tokens
+T=${1:-data/tinyworld/tokens}
+SFT=${2:-out/sft/ckpt.pt}
 D=/tmp/demo23/runs; rm -rf $D; mkdir -p $D
 TINY="--data $T --n-layer 2 --n-head 2 --n-embd 32 --block-size 32 --batch-size 4 --warmup 1 --eval-batches 2 --dtype float32"
 say() { echo; echo "\$ $*"; }
@@ -53,8 +56,8 @@ say "a full disk while saving (ulimit -f 1000: writes past 1 MB fail), n_embd 12
 
 say "KTO on an empty file; DPO on an empty file"
 : > $D/empty.jsonl
-$P train_rlhf.py --algo kto --init /tmp/base/out/sft/ckpt.pt --world none --data $D/empty.jsonl --out $D/kto --steps 2 2>&1 | tail -1
-$P train_rlhf.py --algo dpo --init /tmp/base/out/sft/ckpt.pt --world none --data $D/empty.jsonl --out $D/dpo --steps 2 2>&1 | tail -1
+$P train_rlhf.py --algo kto --init $SFT --world none --data $D/empty.jsonl --out $D/kto --steps 2 2>&1 | tail -1
+$P train_rlhf.py --algo dpo --init $SFT --world none --data $D/empty.jsonl --out $D/dpo --steps 2 2>&1 | tail -1
 
 say "a bad byte on line 500 of a JSONL file"
 $P - <<PY

@@ -6,8 +6,10 @@
     python pipeline.py --only sft,rm_helpful
 
 Each stage is the ordinary command a user would type (printed before it runs), executed as a subprocess. A stage
-is skipped when its outputs exist and a stamp beside them matches the command, the source of the script and of
-the nanotrain modules it imports, and the inputs' contents: a second run only redoes what changed. The report reads
+is skipped when its outputs exist, a checkpoint among them reached its configured steps (a rerun killed early leaves
+a readable ckpt.pt of an earlier step), and a stamp beside them matches the command, the source of the script and of
+the nanotrain modules it imports, and the inputs' contents: a second run only redoes what changed. The stamp is
+removed before a stage runs, so a stage the pipeline did not finish is never skipped. The report reads
 only the stages' own outputs (checkpoint metrics, metrics.jsonl, the cleaning report); no figure in it is typed by
 hand.
 """
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanotrain.checkpoint import is_complete
 from nanotrain.cli import flag, parse_config
 from nanotrain.report import write_report
 
@@ -219,6 +222,9 @@ def up_to_date(stage: Stage) -> bool:
     stamp = ROOT / stage.stamp_dir / "stamp.json"
     if not stamp.exists() or not all((ROOT / f).exists() for f in stage.outputs + stage.inputs):
         return False
+    # a checkpoint's own record of how far its run got, not the stamp's word for it
+    if not all(is_complete(ROOT / f) for f in stage.outputs if f.endswith("ckpt.pt")):
+        return False
     return json.loads(stamp.read_text()).get("stamp") == stamp_of(stage)
 
 
@@ -252,6 +258,7 @@ def main(argv=None):
             timings[st.name] = {**json.loads((ROOT / st.stamp_dir / "stamp.json").read_text()), "skipped": True}
             continue
         print(f"== {st.name}: {' '.join(['python', *st.argv[1:]])}", flush=True)
+        (ROOT / st.stamp_dir / "stamp.json").unlink(missing_ok=True)  # valid again only once the stage finishes
         t0 = time.perf_counter()
         r = subprocess.run(st.argv, cwd=ROOT, env=env)
         if r.returncode != 0:

@@ -46,7 +46,13 @@ def main(argv=None) -> list[str]:
     prompt = sys.stdin.read() if cfg.prompt == "-" else cfg.prompt
     chat = cfg.chat if cfg.chat is not None else ckpt["stage"] != "pretrain"
     ids = tok.render_prompt([{"role": "user", "content": prompt}]) if chat else [tok.eot] + tok.encode(prompt)
-    n_new = min(cfg.max_new_tokens, model.config.block_size - len(ids))
+    block = model.config.block_size
+    if len(ids) >= block:  # as chat.py does: keep the prompt's end (the newest words, the open <|ai|> marker)
+        keep = block - max(1, min(cfg.max_new_tokens, block // 2))
+        print(f"[the prompt is {len(ids)} tokens, the model's context {block}: kept its last {keep - 1}]",
+              file=sys.stderr)
+        ids = [tok.eot] + ids[len(ids) - keep + 1:]
+    n_new = min(cfg.max_new_tokens, block - len(ids))
     if cfg.best_of or cfg.reward:  # best-of-N: the reward model picks among N sampled answers
         if not (cfg.best_of and cfg.reward and chat):
             raise CheckpointError("--best-of N and --reward PATH go together, and need a chat checkpoint")

@@ -90,7 +90,7 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer, data_dir: Path) -> GPT:
 def main(argv=None) -> dict:
     cfg = parse_config(PretrainConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     # --- data: random windows of the token stream, as long as the model's context
     data_dir = Path(cfg.data)
     meta = token_meta(data_dir)

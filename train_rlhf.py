@@ -118,7 +118,7 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
 def main(argv=None) -> dict:
     cfg = parse_config(RLHFConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     out = Path(cfg.out)
     # --- data: prompts to answer (PPO, online DPO), preference pairs (DPO) or thumbs up / down (KTO); the gold world
     if cfg.algo == "ppo" or cfg.online_rounds > 0:

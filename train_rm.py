@@ -131,7 +131,7 @@ def build_model(cfg: RMConfig, tok: Tokenizer) -> RewardModel:
 def main(argv=None) -> dict:
     cfg = parse_config(RMConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     # --- data: (prompt, chosen, rejected) token ids, replies cut to the model's context when batched
     train_pairs = load_pairs(cfg.data)
     if cfg.val_data is not None:

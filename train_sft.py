@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from nanotrain.chat_data import SFTBatches, encode_conversations, load_conversations, mean_loss, prompts_and_replies
-from nanotrain.checkpoint import add_metrics, check_tokenizer, load_checkpoint, make_checkpoint
+from nanotrain.checkpoint import (add_metrics, check_tokenizer, load_checkpoint,
+                                  make_checkpoint)
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import TokenBin, token_meta
 from nanotrain.errors import CheckpointError, DataError, run_script
@@ -202,7 +203,7 @@ def held_out_figures(model, tok, cfg, val_prompts, world, gold, autocast, only_w
 def main(argv=None) -> dict:
     cfg = parse_config(SFTConfig, argv, __doc__.split("\n\n")[0], defaults)
     # --- setup
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed, resume_dir=cfg.out if cfg.resume else None)
     # --- data: conversations in the init model's chat template, at most its context long
     tok, block_size, pretrained_on = init_info(cfg)
     max_len = min(cfg.max_len or block_size, block_size)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanotrain.data import open_text, read_jsonl
+from nanotrain.data import decode, open_bytes, read_jsonl
 from nanotrain.errors import DataError
 from nanotrain.pref_data import as_messages, conversation
 
@@ -194,8 +194,8 @@ def read_json_array(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    with open_text(path) as f:
-        text = f.read()
+    with open_bytes(path) as f:
+        text = decode(f.read(), path)
     dec = json.JSONDecoder()
     seen = [0, 1]  # (position, its line): counting newlines incrementally keeps this linear in the file size
 

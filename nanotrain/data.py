@@ -24,9 +24,19 @@ import torch
 from nanotrain.errors import DataError
 
 
-def open_text(path):
+def open_bytes(path):
     path = Path(path)
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def decode(blob: bytes, path) -> str:
+    """UTF-8 text of a whole file; DataError naming the line of the first bad byte (a text-mode reader decodes in
+    chunks and can only name the line its chunk began on)."""
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = blob.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 ({e.reason})") from None
 
 
 def read_jsonl(path, required: tuple[str, ...] = ()):
@@ -34,10 +44,14 @@ def read_jsonl(path, required: tuple[str, ...] = ()):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    with open_text(path) as f:
+    with open_bytes(path) as f:  # lines as bytes, decoded one by one, so a bad byte is reported at its own line
         lineno = 0
         try:
-            for lineno, line in enumerate(f, 1):
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: invalid UTF-8 ({e.reason})") from None
                 if not line.strip():
                     continue
                 try:
@@ -50,8 +64,6 @@ def read_jsonl(path, required: tuple[str, ...] = ()):
                 if missing:
                     raise DataError(f"{path}:{lineno}: record lacks field(s) {missing}")
                 yield lineno, rec
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{lineno + 1}: invalid UTF-8 ({e.reason})") from None
         except (EOFError, gzip.BadGzipFile, OSError) as e:
             raise DataError(f"{path}:{lineno + 1}: unreadable compressed data ({e})") from None
 
@@ -64,8 +76,8 @@ def read_texts(path):
         for _, rec in read_jsonl(path, required=("text",)):
             yield rec["text"]
     else:
-        with open_text(path) as f:
-            yield f.read()
+        with open_bytes(path) as f:
+            yield decode(f.read(), path)
 
 
 def read_prompts(path) -> tuple[list, list | None]:

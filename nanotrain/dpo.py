@@ -233,6 +233,9 @@ class PairData:
     def from_pairs(cls, pairs, source, policy, tok, cfg, rt) -> "PairData":
         """The preference pairs (pref_data.load_pairs's, read from ``source``) whose replies both fit the context."""
         T = policy.config.block_size + 1
+        if not pairs:
+            raise DataError(f"{source}: no preference pairs (an empty file, or only pairs whose two replies are the "
+                            f"same or whose preferred reply is empty)")
         chosen, kc = encode_rows(tok, [(p.messages, p.chosen) for p in pairs], T)
         rejected, kr = encode_rows(tok, [(p.messages, p.rejected) for p in pairs], T)
         both = sorted(set(kc) & set(kr))
@@ -258,7 +261,11 @@ class FeedbackData:
 
     def __init__(self, fb, source, policy, tok, cfg, rt):
         T = policy.config.block_size + 1
+        if not fb:
+            raise DataError(f"{source}: no feedback records (an empty file, or only thumbs-up for empty completions)")
         rows, kept = encode_rows(tok, [(f.messages, f.completion) for f in fb], T)
+        if not rows:
+            raise DataError(f"{source}: no feedback example fits in {T - 1} tokens")
         fb = [fb[i] for i in kept]
         g = torch.Generator().manual_seed(cfg.seed)
         order = torch.randperm(len(fb), generator=g).tolist()

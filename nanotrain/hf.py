@@ -206,23 +206,29 @@ def write_folder(model: GPT, tok: Tokenizer, stage: str, out, dtype: str = "floa
 
 def read_weights(path) -> tuple[dict, dict]:
     """(state dict, config.json or {}) of a HF GPT-2: a folder (model.safetensors or pytorch_model.bin), or one such
-    file. A .bin is a pickle, read with ``weights_only=True`` so it cannot run code."""
+    file. A .bin is a pickle, read with ``weights_only=True`` so it cannot run code. Anything else (a missing file,
+    a file of another kind, a nanotrain checkpoint given as hf:) is one CheckpointError."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     if path.is_dir():
         found = [path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()]
         if not found:
-            raise CheckpointError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
+            raise CheckpointError(f"hf:{path} holds neither model.safetensors nor pytorch_model.bin")
         path = found[0]
     elif not path.exists():
-        raise CheckpointError(f"no Hugging Face weights at {path}")
+        raise CheckpointError(f"hf:{path}: no such file (download GPT-2's pytorch_model.bin, or export a folder)")
     if path.suffix == ".safetensors":
         sd = load_file(path)
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{path} is not a readable PyTorch state dict ({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"hf:{path} is not a readable PyTorch weights file ({type(e).__name__}; a "
+                                  f"pytorch_model.bin of Hugging Face's GPT-2 is)") from None
+    if not isinstance(sd, dict) or not any(k in sd for k in ("wpe.weight", "transformer.wpe.weight")):
+        raise CheckpointError(f"hf:{path} is not a Hugging Face GPT-2 state dict (no wpe.weight)" +
+                              (" but a nanotrain checkpoint: pass it without hf:" if isinstance(sd, dict) and
+                               "format" in sd else ""))
     config = folder / "config.json"
     return sd, json.loads(config.read_text()) if config.exists() else {}
 
@@ -236,10 +242,7 @@ def hf_info(path) -> tuple[Tokenizer, int]:
     if config.exists() and "n_positions" in json.loads(config.read_text()):
         return tok, json.loads(config.read_text())["n_positions"]
     sd, _ = read_weights(path)
-    wpe = sd.get("transformer.wpe.weight", sd.get("wpe.weight"))
-    if wpe is None:
-        raise CheckpointError(f"{path}: not a GPT-2 state dict (no position embedding wpe.weight)")
-    return tok, wpe.shape[0]
+    return tok, sd.get("transformer.wpe.weight", sd.get("wpe.weight")).shape[0]
 
 
 def load_hf_gpt2(path, attn: str = "auto") -> tuple[GPT, Tokenizer]:

@@ -48,7 +48,7 @@ from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.reward import labelled
 from nanotrain.runtime import precision, refuse_fp16_training
 from nanotrain.sampling import generate_replies, left_pad
-from nanotrain.trainer import MetricsLog, lr_at, make_optimizer
+from nanotrain.trainer import MetricsLog, clip_gradients, lr_at, make_optimizer, run_record, start_run
 
 
 @dataclass
@@ -380,7 +380,7 @@ def ppo_update(ro: Rollouts, model, optimizer, cfg: PPOConfig, grad_clip: float 
                                     f"without updating the weights (try a lower --lr or --dtype float32)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), grad_clip or float("inf"))
+            clip_gradients(raw.parameters(), grad_clip, "in a PPO minibatch (try a lower --lr or --dtype float32)")
             optimizer.step()
             if n == 0:  # the first minibatch of the first epoch: the policy has not moved yet, so rho must be 1
                 stats["ratio_first"] = masked_mean((ratio - 1).abs(), m).item()
@@ -452,8 +452,8 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
                          lr_scales={"value.": cfg.value_lr / cfg.lr})
     kl_ctl, moments, start = AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon), RunningMoments(), 0
     resume_path = out / "resume.pt"
-    if cfg.resume and resume_path.exists():
-        st = torch.load(resume_path, map_location=rt.device, weights_only=True)
+    st = start_run(cfg, rt)  # one run per --out; with --resume, resume.pt checked against this run's flags
+    if st:
         actor_critic.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         start, kl_ctl.beta = st["step"], st["beta"]
@@ -467,7 +467,7 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
 
     log = MetricsLog(out / "metrics.jsonl", resume_step=start or None, enabled=rt.master)
     metrics: dict = {}
-    t0 = time.perf_counter()
+    t0, time_before = time.perf_counter(), st.get("time_s", 0.0) if st else 0.0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not rt.master, dynamic_ncols=True,
                desc=out.name)
     k = max(1, cfg.samples_per_prompt)
@@ -495,11 +495,12 @@ def train(rt, cfg, policy, reference, tok, rm, scorer, prompts, harmful, gold, c
         if done % cfg.log_every == 0 or done == cfg.steps:
             log.write(rec)
         bar.set_postfix({k: f"{stats[k]:.3g}" for k in ("score", "gold", "kl")})
-        metrics.update(step=done, time_s=time.perf_counter() - t0, **{f"train_{k}": stats[k] for k in
+        metrics.update(step=done, time_s=time_before + time.perf_counter() - t0, **{f"train_{k}": stats[k] for k in
                                                                        ("score", "gold", "kl", "entropy", "length")})
         if rt.master and (done % cfg.save_every == 0 or done == cfg.steps):
             atomic_save({"step": done, "model": actor_critic.state_dict(), "optimizer": opt.state_dict(),
-                         "beta": kl_ctl.beta, "moments": moments.state()}, resume_path)
+                         "beta": kl_ctl.beta, "moments": moments.state(), **run_record(cfg, rt, metrics["time_s"], 0)},
+                        resume_path)
             atomic_save(checkpoint_fn(policy, done, dict(metrics)), out / "ckpt.pt")
     bar.close()
     return metrics

@@ -28,12 +28,14 @@ Feedback format: {"prompt", "completion", "label": true|false}, prompt and compl
 conversational "unpaired preference" form) message lists.
 
 A malformed record raises DataError naming the file and line. A pair whose two replies are identical carries no
-preference and is skipped (HH-RLHF has a few dozen).
+preference, and one whose preferred reply is empty teaches to say nothing: both are skipped, and counted in one
+printed line per file (HH-RLHF has a few dozen of each). So is a thumbs-up for an empty completion.
 
     python -c "from nanotrain.pref_data import load_pairs; print(len(load_pairs('../shared/data/hh_rlhf')))"
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -79,10 +81,18 @@ def jsonl_files(path) -> list[Path]:
     return files
 
 
+def skipped(f, counts: dict) -> None:
+    """Say what a file's loader left out (on the first process only, under torchrun)."""
+    parts = [f"{n} {why}" for why, n in counts.items() if n]
+    if parts and int(os.environ.get("RANK", 0)) == 0:
+        print(f"{f}: skipped {', '.join(parts)}")
+
+
 def load_pairs(path) -> list[Pair]:
-    """Every preference pair in ``path`` (see the module docstring for the formats)."""
+    """Every usable preference pair in ``path`` (see the module docstring for the formats)."""
     pairs: list[Pair] = []
     for f in jsonl_files(path):
+        same = empty = 0
         for lineno, rec in read_jsonl(f):
             where = f"{f}:{lineno}"
             if "message_tree_id" in rec or isinstance(rec.get("prompt"), dict):
@@ -95,7 +105,10 @@ def load_pairs(path) -> list[Pair]:
                 raise DataError(f"{where}: not a preference record: expected {{prompt, chosen, rejected}}, an "
                                 f"HH-RLHF {{chosen, rejected}} dialogue or an OASST message tree; got keys "
                                 f"{sorted(rec)}")
-            pairs += [p for p in new if p.chosen != p.rejected]
+            same += sum(p.chosen == p.rejected for p in new)
+            empty += sum(p.chosen != p.rejected and not p.chosen.strip() for p in new)
+            pairs += [p for p in new if p.chosen != p.rejected and p.chosen.strip()]
+        skipped(f, {"pairs whose two replies are the same": same, "pairs whose preferred reply is empty": empty})
     return pairs
 
 
@@ -103,13 +116,18 @@ def load_feedback(path) -> list[Feedback]:
     """Binary feedback records {"prompt", "completion", "label"} (label true/false, or 1/0)."""
     out = []
     for f in jsonl_files(path):
+        empty = 0
         for lineno, rec in read_jsonl(f, required=("prompt", "completion", "label")):
             where = f"{f}:{lineno}"
             label = rec["label"]
             if label not in (True, False) or isinstance(label, float):  # (1 == True in Python; 1.0 is refused)
                 raise DataError(f"{where}: label must be true or false, got {label!r}")
             convo = conversation(as_messages(rec["prompt"], where), rec, "completion", where)
+            if label and not convo[-1]["content"].strip():
+                empty += 1
+                continue
             out.append(Feedback(convo[:-1], convo[-1]["content"], bool(label)))
+        skipped(f, {"thumbs-up for an empty completion": empty})
     return out
 
 

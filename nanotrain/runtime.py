@@ -16,6 +16,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -83,7 +84,27 @@ def cpu_bf16_is_faster() -> bool:
     return measure_matmul_peak(cpu, torch.bfloat16, 512, 0.1) > 1.2 * measure_matmul_peak(cpu, torch.float32, 512, 0.1)
 
 
-def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0) -> Runtime:
+def dtype_name(amp: torch.dtype | None) -> str:
+    """The --dtype value that gives a Runtime's autocast dtype (None: plain fp32)."""
+    return {None: "float32", torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[amp]
+
+
+def resumed_dtype(resume_dir) -> str | None:
+    """The precision a run being resumed was trained in (trainer stores it in resume.pt), or None if unknown. A
+    memory-mapped peek; a broken file is left to the loop's own one-sentence error."""
+    path = Path(resume_dir) / "resume.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("dtype")
+    except Exception:
+        return None
+
+
+def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0, resume_dir=None) -> Runtime:
+    """``resume_dir``: the output folder of a run being resumed (--resume). With ``dtype="auto"`` its stored precision
+    is reused instead of being chosen again: the choice is a timing, and a resumed run that switched between bf16
+    and fp32 would no longer repeat the uninterrupted one."""
+    if dtype == "auto" and resume_dir is not None:
+        dtype = resumed_dtype(resume_dir) or "auto"
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto":

@@ -7,10 +7,15 @@ its checkpoint. Everything else lives here once:
 - AdamW with weight decay on matrices only (no decay on norms, biases and embeddings), linear warmup then cosine
   decay to ``min_lr_ratio * lr``;
 - gradient accumulation (DDP syncs only on the last micro-batch) and clipping of the global gradient norm;
-- a NaN guard: a non-finite loss stops the run *before* the optimizer step, so the last checkpoint stays good;
+- a NaN guard: a non-finite loss or gradient norm stops the run *before* the optimizer step, so the last checkpoint
+  stays good;
 - ``metrics.jsonl`` (one JSON object per logging or evaluation step) and a tqdm bar with loss, tokens/s and MFU;
-- atomic checkpoints every ``save_every`` steps and at the end, plus ``resume.pt`` (weights, optimizer, step) for
-  ``--resume``, which reproduces the uninterrupted run exactly on a CPU;
+- atomic checkpoints every ``save_every`` steps and at the end, plus ``resume.pt`` (weights, optimizer, step, the
+  precision ``--dtype auto`` chose, the flags, the run's clock and token count) for ``--resume``, which reproduces the
+  uninterrupted run exactly on a CPU, whole-run metrics included; resuming with flags that change what the run
+  computes is refused, except the knobs for recovering from a divergence (learning rate, warmup, clipping, steps,
+  dtype), which are announced;
+- one run per output folder (``OUT/.lock``): a second run on the same ``--out`` is refused;
 - for models too big for DDP's whole replica per GPU: ``--fsdp`` (weights, gradients and optimizer state sharded
   over the processes, nanotrain/fsdp.py) and ``--grad-checkpoint`` (activations recomputed in the backward pass).
 """
@@ -27,11 +32,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from nanotrain.checkpoint import atomic_save, unwrap
-from nanotrain.cli import flag
-from nanotrain.errors import CheckpointError, NonFiniteLoss
+from nanotrain.checkpoint import atomic_save, claim_output, load_resume, unwrap
+from nanotrain.cli import config_dict, flag
+from nanotrain.errors import CheckpointError, DataError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
-from nanotrain.runtime import Runtime, measure_matmul_peak, refuse_fp16_training
+from nanotrain.runtime import Runtime, dtype_name, measure_matmul_peak, refuse_fp16_training
 
 
 @dataclass
@@ -92,7 +97,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``. On resume, lines past the resumed step (written after
-    the last checkpoint by the run that was killed) are dropped, so the file reads like one uninterrupted run."""
+    the last checkpoint by the run that was killed) are dropped, so the file reads like one uninterrupted run; so is
+    a half-written last line (the kill came during a write)."""
 
     def __init__(self, path, resume_step: int | None = None, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
@@ -101,13 +107,103 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            lines = self.path.read_text(encoding="utf-8", errors="replace").split("\n")
+            for i, ln in enumerate(lines, 1):
+                if not ln.strip():
+                    continue
+                try:
+                    rec = json.loads(ln)
+                except json.JSONDecodeError as e:
+                    if i == len(lines):  # no newline after it: torn by the kill
+                        break
+                    raise DataError(f"{self.path}:{i}: malformed JSON ({e.msg}); delete that line and resume "
+                                    f"again") from None
+                if rec.get("step", 0) <= resume_step:
+                    kept.append(ln)
         self.path.write_text("".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict) -> None:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+# Flags that may differ on --resume: they do not change what the run computes (evaluation flags, eval_*, neither;
+# nor --batch-size and --grad-accum as long as the global batch, times the processes, stays the same) ...
+RESUME_FREE = ("out", "resume", "device", "compile", "time_limit", "log_every", "eval_every", "save_every",
+               "grad_checkpoint", "fsdp")
+# ... and the knobs for recovering from a divergence, which do: allowed, and announced.
+RESUME_ANNOUNCED = ("lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "steps", "dtype", "value_lr")
+
+
+def start_run(cfg, rt: Runtime, map_location=None) -> dict | None:
+    """What every training loop does first: claim the output folder (one run per --out) and, with --resume, load
+    OUT/resume.pt and check that this run's flags are the resumed run's. Returns the resume state, or None."""
+    out = Path(cfg.out)
+    if rt.master:
+        claim_output(out)
+    path = out / "resume.pt"
+    if not cfg.resume:
+        return None
+    if not path.exists():
+        if rt.master:
+            print(f"--resume: no {path} yet, starting from the beginning")
+        return None
+    state = load_resume(path, map_location or rt.device)
+    check_resume_flags(state, cfg, rt, path)
+    if rt.master:
+        print(f"resuming from {path} at step {state['step']}")
+    return state
+
+
+def check_resume_flags(state: dict, cfg, rt: Runtime, path) -> None:
+    """Refuse to resume with flags that change the run (--seed, --batch-size, the data, ...): the result would be
+    neither run. The recovery knobs (RESUME_ANNOUNCED) may change, and the change is printed."""
+    if state.get("fsdp", False) != getattr(cfg, "fsdp", False):  # the optimizer state is stored in another form
+        written = "with" if state.get("fsdp", False) else "without"
+        raise CheckpointError(f"{path} was written {written} --fsdp: resume it {written} --fsdp")
+    old = dict(state.get("config") or {})
+    if not old:
+        return  # written before the flags were stored
+    new = config_dict(cfg)
+    old["dtype"], new["dtype"] = state.get("dtype", old.get("dtype")), dtype_name(rt.dtype)  # as resolved
+    if all(k in old for k in ("batch_size", "grad_accum")) and (old["batch_size"] * old["grad_accum"] *
+                                                                 state.get("world", 1) ==
+                                                                 new["batch_size"] * new["grad_accum"] * rt.world):
+        # the same global batch split otherwise over processes or micro-batches reads the same data stream
+        old["batch_size"], old["grad_accum"] = new["batch_size"], new["grad_accum"]
+    changed = {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
+               if old[k] != new[k] and k not in RESUME_FREE and not k.startswith("eval_")}
+    fmt = lambda items: ", ".join(f"--{k.replace('_', '-')} {a!r} -> {b!r}" for k, (a, b) in items)
+    refused = [(k, v) for k, v in changed.items() if k not in RESUME_ANNOUNCED]
+    if refused:
+        raise CheckpointError(f"{path} was written by a run with other flags ({fmt(refused)}): resume with the same "
+                              f"flags, or start afresh with another --out")
+    if changed and rt.master:
+        print(f"resuming with changed flags: {fmt(changed.items())}; the run no longer repeats an uninterrupted one")
+
+
+def run_record(cfg, rt: Runtime, time_s: float, tokens: int) -> dict:
+    """What resume.pt holds besides weights and optimizer state: the flags and the precision the run trained with
+    (checked and reused on --resume), and its clock and token count, so whole-run metrics survive a resume."""
+    return {"config": config_dict(cfg), "dtype": dtype_name(rt.dtype), "world": rt.world, "time_s": time_s,
+            "tokens": tokens}
+
+
+def clip_gradients(params, max_norm: float, where: str) -> float:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping) and return it. A NaN or infinite norm stops
+    the run before the optimizer step: a finite loss can still have an overflowing gradient, and one such step
+    writes NaN into every weight, which the next checkpoint would save."""
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf")))
+    if not math.isfinite(norm):
+        raise NonFiniteLoss(f"the gradient norm became {norm} {where}; stopped without updating the weights")
+    return norm
+
+
+def diverged_hint(out: Path) -> str:
+    ckpt = out / "ckpt.pt"
+    last = f"the last good checkpoint is {ckpt}" if ckpt.exists() else "no checkpoint was written yet"
+    return f"{last} (use --resume with a lower --lr, or --dtype float32)"
 
 
 def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, checkpoint_fn, eval_fn=None,
@@ -124,19 +220,11 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     raw = model
     if cfg.grad_checkpoint:
         enable_grad_checkpoint(raw)
-    start, state = 0, None
-    resume_path = out / "resume.pt"
-    if cfg.resume and resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu" if cfg.fsdp else rt.device, weights_only=True)
-        written = "with" if state.get("fsdp", False) else "without"
-        if state.get("fsdp", False) != cfg.fsdp:  # the optimizer state is stored in another form
-            raise CheckpointError(f"{resume_path} was written {written} --fsdp: resume it {written} --fsdp")
+    start, resume_path = 0, out / "resume.pt"
+    state = start_run(cfg, rt, "cpu" if cfg.fsdp else rt.device)
+    if state:
         raw.load_state_dict(state["model"])
         start = state["step"]
-        if rt.master:
-            print(f"resuming from {resume_path} at step {start}")
-    elif cfg.resume and rt.master:
-        print(f"--resume: no {resume_path} yet, starting from the beginning")
     if cfg.fsdp:
         from nanotrain import fsdp  # torch.distributed's FSDP machinery, only when asked for
 
@@ -157,7 +245,9 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
     log = MetricsLog(out / "metrics.jsonl", resume_step=start if start else None, enabled=rt.master)
     peak = measure_matmul_peak(rt.device, rt.dtype) if (flops_per_token and rt.master) else None
     metrics: dict = {}
-    t_start, tokens_seen, t_last, tok_last = time.perf_counter(), 0, time.perf_counter(), 0
+    # the whole run's clock and tokens: a resumed run continues the counts its resume.pt stopped at
+    time_before, tokens_seen = (state.get("time_s", 0.0), state.get("tokens", 0)) if state else (0.0, 0)
+    t_start, t_last, tok_last = time.perf_counter(), time.perf_counter(), tokens_seen
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not rt.master, dynamic_ncols=True,
                desc=out.name)
     model.train()
@@ -179,10 +269,12 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
         train_loss = float(rt.all_reduce_mean(loss_sum / cfg.grad_accum))
         if not math.isfinite(train_loss):
             # Stop before the optimizer step: the weights on disk are the last good ones.
-            raise NonFiniteLoss(f"loss became {train_loss} at step {step + 1}; stopped without updating the weights."
-                                f" The last good checkpoint is {out / 'ckpt.pt'} (use --resume, a lower --lr, or "
-                                f"--dtype float32)")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip or float("inf")))
+            raise NonFiniteLoss(f"loss became {train_loss} at step {step + 1}; stopped without updating the weights;"
+                                f" {diverged_hint(out)}")
+        try:
+            grad_norm = clip_gradients(trained.parameters(), cfg.grad_clip, f"at step {step + 1}")
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"{e}; {diverged_hint(out)}") from None
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -219,7 +311,7 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
             bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in ev.items()))
         opt_state = (fsdp.optimizer_state(trained, opt) if cfg.fsdp else opt.state_dict()) if save else None
         if rt.master and save:
-            elapsed = time.perf_counter() - t_start
+            elapsed = time_before + time.perf_counter() - t_start
             metrics.update(step=done, time_s=elapsed, tokens=tokens_seen)
             if tokens_seen:
                 metrics["tokens_per_s_avg"] = tokens_seen / elapsed
@@ -230,7 +322,8 @@ def train_loop(rt: Runtime, cfg: TrainConfig, model, *, get_batch, loss_fn, chec
                 metrics.update(mfu=flops_per_token * metrics["tokens_per_s_avg"] / (peak * rt.world),
                                matmul_peak_flops=peak)
             atomic_save({"step": done, "model": unwrap(raw).state_dict(), "optimizer": opt_state,
-                         **({"fsdp": True} if cfg.fsdp else {})}, resume_path)
+                         **run_record(cfg, rt, elapsed, tokens_seen), **({"fsdp": True} if cfg.fsdp else {})},
+                        resume_path)
             atomic_save(checkpoint_fn(unwrap(raw), done, dict(metrics)), out / "ckpt.pt")
         if cfg.fsdp and (evaluate or save) and not last:
             raw.to("cpu")  # until the next evaluation or checkpoint, the GPU memory is the sharded copy's

@@ -2,6 +2,7 @@
 ln 2 at the start (policy == reference), and a gradient step that raises chosen relative to rejected."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,4 +120,7 @@ def test_batch_indices_are_epochs_of_permutations_split_over_ranks():
     one = batch_indices(n, 4, 0, 4, seed=2)
     two = batch_indices(n, 4, 0, 2, rank=0, world=2, seed=2) + batch_indices(n, 4, 0, 2, rank=1, world=2, seed=2)
     assert one == two
-    assert batch_indices(n, 4, 0, 4, seed=2) == one  # a pure function of its arguments
+    # against the documented stream, built here: epochs of permutations seeded by (seed, epoch), one after another;
+    # step s of one rank reads its B consecutive positions (step 2 crosses from epoch 0 into epoch 1)
+    stream = [int(i) for e in range(4) for i in np.random.default_rng([2, e]).permutation(n)]
+    assert all(batch_indices(n, s, 0, 4, seed=2) == stream[4 * s:4 * s + 4] for s in range(9))

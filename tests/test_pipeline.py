@@ -1,12 +1,13 @@
 """pipeline.py: the real-data preset end to end at a tiny size on the samples in ../shared/data (every stage's real
 path: GPT-2 tokenizer, TinyStories text, LIMA instructions, HH-RLHF pairs for the reward model, DPO and PPO), and a
 second run that finds every stage up to date."""
+import json
 import subprocess
 import sys
 
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, script
 
 
 def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_data, tmp_path):
@@ -30,7 +31,53 @@ def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_
 def test_a_stamp_covers_the_library_modules_the_script_imports():
     """The stamp covers the nanotrain modules a script imports, also through another module: train_pretrain.py
     imports nanotrain.gpt, which imports nanotrain.flash_attention."""
-    from conftest import script
     sources = {str(p.relative_to(ROOT)) for p in script("pipeline.py")["sources"](ROOT / "train_pretrain.py")}
     assert {"train_pretrain.py", "nanotrain/gpt.py", "nanotrain/flash_attention.py"} <= sources
     assert "nanotrain/ppo.py" not in sources and "nanotrain/tinyworld/world.py" not in sources
+
+
+def test_the_staleness_check_reruns_a_stage_for_each_kind_of_change(tmp_path, monkeypatch):
+    """A stage is up to date only while nothing it depends on has changed: one changed byte of an input, a changed
+    argument, a changed line of a nanotrain module its script imports, a missing output, or a checkpoint whose run
+    stopped before its configured steps (a rerun killed at step 3 leaves a readable ckpt.pt) each make it stale."""
+    pipeline = script("pipeline.py")
+    monkeypatch.setitem(pipeline["up_to_date"].__globals__, "ROOT", tmp_path)  # a repository of our own making
+    (tmp_path / "nanotrain").mkdir()
+    (tmp_path / "nanotrain" / "helper.py").write_text("X = 1\n")
+    (tmp_path / "stage.py").write_text("from nanotrain import helper\n")
+    (tmp_path / "in.txt").write_bytes(b"abc")
+    (tmp_path / "out").mkdir()
+
+    def checkpoint(step, steps=10):
+        torch.save({"format": 1, "stage": "sft", "step": step, "train_config": {"steps": steps}},
+                   tmp_path / "out" / "ckpt.pt")
+
+    def stage(steps="10"):
+        return pipeline["Stage"]("s", [sys.executable, "stage.py", "--steps", steps], ["in.txt"], ["out/ckpt.pt"],
+                                 "out")
+
+    checkpoint(10)
+    (tmp_path / "out" / "stamp.json").write_text(json.dumps({"stamp": pipeline["stamp_of"](stage())}))
+    fresh = lambda: pipeline["up_to_date"](stage())  # noqa: E731
+    assert fresh()  # nothing changed
+
+    (tmp_path / "in.txt").write_bytes(b"abd")
+    assert not fresh()
+    (tmp_path / "in.txt").write_bytes(b"abc")
+    assert fresh()
+
+    assert not pipeline["up_to_date"](stage(steps="11"))
+
+    (tmp_path / "nanotrain" / "helper.py").write_text("X = 2\n")
+    assert not fresh()
+    (tmp_path / "nanotrain" / "helper.py").write_text("X = 1\n")
+    assert fresh()
+
+    (tmp_path / "out" / "ckpt.pt").unlink()
+    assert not fresh()
+    checkpoint(3)  # the stamp still matches, but the checkpoint says its run stopped at step 3 of 10
+    assert not fresh()
+    (tmp_path / "out" / "ckpt.pt").write_bytes(b"torn")  # unreadable: not a finished stage either
+    assert not fresh()
+    checkpoint(10)
+    assert fresh()

@@ -70,21 +70,25 @@ def test_hh_dialogue_becomes_prompt_conversation_and_two_replies():
     assert hh_pair(rec, "f:1").messages == [{"role": "user", "content": "a\n\nb"}]
 
 
-def test_hh_rlhf_files_convert_with_exact_counts(shared_data):
-    for name, records, identical in (("harmless-base", 2312, 0), ("helpful-base", 2354, 2),
-                                     ("helpful-rejection-sampled", 2749, 32)):
+def test_hh_rlhf_files_convert_with_exact_counts(shared_data, capsys):
+    for name, records, identical, empty in (("harmless-base", 2312, 0, 4), ("helpful-base", 2354, 2, 0),
+                                            ("helpful-rejection-sampled", 2749, 32, 0)):
         path = shared_data / "hh_rlhf" / f"{name}_test.jsonl.gz"
         raw = [json.loads(ln) for ln in gzip.open(path, "rt", encoding="utf-8")]
         assert len(raw) == records  # the official test-split sizes (shared/data/README.md)
-        kept = [r for r in raw if r["chosen"] != r["rejected"]]
-        assert len(kept) == records - identical
+        # skipped: identical dialogues, and those whose preferred one ends at the assistant's marker (an empty reply)
+        kept = [r for r in raw if r["chosen"] != r["rejected"] and not r["chosen"].rstrip().endswith("Assistant:")]
+        assert len(kept) == records - identical - empty
         pairs = load_pairs(path)
         assert len(pairs) == len(kept)
+        said = capsys.readouterr().out
+        assert (f"{identical} pairs whose two replies are the same" in said) == (identical > 0), said
+        assert (f"{empty} pairs whose preferred reply is empty" in said) == (empty > 0), said
         for p, r in zip(pairs, kept):  # each reply is the tail of its dialogue; the prompt ends with the human
             assert r["chosen"].rstrip().endswith(p.chosen) and r["rejected"].rstrip().endswith(p.rejected)
             assert p.messages[-1]["role"] == "user" and p.messages[0]["role"] == "user"
             assert p.messages[0]["content"] in r["chosen"]
-    assert len(load_pairs(shared_data / "hh_rlhf")) == 2312 + 2352 + 2717  # a folder loads every file in it
+    assert len(load_pairs(shared_data / "hh_rlhf")) == 2308 + 2352 + 2717  # a folder loads every file in it
 
 
 def test_malformed_records_name_file_and_line(tmp_path):

@@ -1,11 +1,9 @@
-"""The pretraining stage end to end at a tiny size: it learns, checkpoints round-trip, a killed run resumes exactly,
-two DDP processes equal one, NaN stops the run with the last good checkpoint, and bad input fails in one sentence."""
+"""The pretraining stage end to end at a tiny size: it learns, checkpoints round-trip, two DDP processes equal one, NaN
+stops the run with the last good checkpoint, and bad input fails in one sentence. (Killed runs resume exactly:
+tests/test_resume.py.)"""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -25,11 +23,6 @@ def pretrain(argv):
     return script("train_pretrain.py")["main"](argv)
 
 
-def losses(out):
-    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in recs if "loss" in r}
-
-
 def test_loss_falls_below_unigram_entropy_and_checkpoint_roundtrips(tiny_corpus, tmp_path):
     out = tmp_path / "pre"
     m = pretrain(["--data", str(tiny_corpus), "--out", str(out), "--steps", "60", "--eval-every", "30",
@@ -46,31 +39,6 @@ def test_loss_falls_below_unigram_entropy_and_checkpoint_roundtrips(tiny_corpus,
     reference = GPT(GPTConfig.from_dict(raw["model_config"]))
     reference.load_state_dict(raw["model"])
     assert torch.equal(model(x)[0], reference(x)[0])
-
-
-def test_killed_run_resumes_with_identical_losses(tiny_corpus, tmp_path):
-    args = ["--data", str(tiny_corpus), "--steps", "150", "--save-every", "10", "--log-every", "1",
-            "--eval-every", "1000", *TINY]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    subprocess.run([sys.executable, "train_pretrain.py", *args, "--out", str(full)], cwd=ROOT, check=True,
-                   env=env, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "train_pretrain.py", *args, "--out", str(cut)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None:  # kill -9 once it is past step 25 (a checkpoint was written at step 20)
-        if (cut / "metrics.jsonl").exists() and max(losses(cut), default=0) >= 25:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    killed_at = max(losses(cut))
-    assert killed_at < 150
-    subprocess.run([sys.executable, "train_pretrain.py", *args, "--out", str(cut), "--resume"], cwd=ROOT,
-                   check=True, env=env, capture_output=True)
-    assert losses(cut) == losses(full)  # every step's loss, bit for bit
-    train_steps = [json.loads(ln)["step"] for ln in (cut / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
-    assert len(train_steps) == len(set(train_steps)) == 150  # no step logged twice
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny_corpus, tmp_path):

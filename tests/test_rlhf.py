@@ -67,14 +67,51 @@ def test_ppo_refuses_float16_as_train_loop_does(setup):
 
 
 def test_dpo_ipo_and_kto_end_to_end(setup):
+    """Each loss at its first step, where the policy is the reference (every log-ratio 0), against its closed form:
+    DPO and cDPO -log sigma(0) = ln 2 whatever the smoothing; IPO (0 - 1/(2 tau))^2; KTO with both weights 1,
+    1 - sigma(0) = 1/2 for every example. The default DPO adds nll_weight times the chosen replies' NLL (RPO)."""
+    root, _ = setup
     plain = ("--nll-weight", "0", "--label-smoothing", "0")  # DPO eq. 7 alone: no NLL term (RPO), no cDPO
-    for algo, extra in (("dpo", plain), ("dpo", ()), ("dpo", ("--loss-type", "ipo", "--label-smoothing", "0")),
-                        ("kto", ())):
+    ipo = ("--loss-type", "ipo", "--label-smoothing", "0", "--nll-weight", "0")
+    for algo, extra in (("dpo", plain), ("dpo", ()), ("dpo", ipo), ("kto", ("--lambda-d", "1", "--lambda-u", "1"))):
         _, recs, _ = run(setup, algo, *extra)
         first = recs[0]
-        assert first["step"] == 1 and "reward_chosen" in first
-        if extra == plain:
-            assert abs(first["loss"] - math.log(2)) < 1e-4  # policy == reference at the first step
+        cfg = torch.load(root / f"out_{algo}_{len(extra)}" / "ckpt.pt", weights_only=True)["train_config"]
+        assert first["step"] == 1 and abs(first["reward_chosen"]) < 1e-5 and abs(first["reward_rejected"]) < 1e-5
+        if algo == "kto":
+            assert abs(first["loss"] - 0.5) < 1e-4 and abs(first["kl_ref_point"]) < 1e-5
+            continue
+        assert first["reward_accuracy"] == 0.0  # no chosen reply is ahead yet (ties count as not ahead)
+        if extra == ipo:
+            assert first["loss"] == pytest.approx((1 / (2 * cfg["beta"])) ** 2, rel=1e-4)
+        elif extra == plain:
+            assert abs(first["loss"] - math.log(2)) < 1e-4
+        else:  # cDPO (smoothing 0.1) + RPO's NLL term: the SFT model's per-token NLL of the step's chosen replies
+            assert cfg["label_smoothing"] > 0 and cfg["nll_weight"] > 0
+            nll = first_batch_chosen_nll(setup, cfg)
+            assert first["nll_chosen"] == pytest.approx(nll, rel=1e-4)
+            assert first["loss"] == pytest.approx(math.log(2) + cfg["nll_weight"] * nll, rel=1e-4)
+
+
+def first_batch_chosen_nll(setup, cfg) -> float:
+    """Mean over step 1's pairs of the chosen reply's NLL per token, by the GPT's own cross-entropy (not the
+    SequenceLogprob path DPO trains through)."""
+    from nanotrain.data import batch_indices
+    from nanotrain.dpo import render_response
+    from nanotrain.pref_data import load_pairs
+
+    root, world = setup
+    sft, tok, _ = load_model(root / "sft.pt")
+    pairs = load_pairs(world / "prefs_helpful_train.jsonl")
+    fit = lambda p, reply: render_response(tok, p.messages, reply, sft.config.block_size + 1)  # noqa: E731
+    rows = [fit(p, p.chosen) for p in pairs if fit(p, p.chosen) and fit(p, p.rejected)]  # the pairs that fit
+    nll = []
+    for i in batch_indices(len(rows), 0, 0, cfg["batch_size"], seed=cfg["seed"]):
+        ids, mask = rows[i]
+        targets = [t if m else -1 for t, m in zip(ids[1:], mask[1:])]
+        with torch.no_grad():
+            nll.append(sft(torch.tensor([ids[:-1]]), torch.tensor([targets]))[1].item())
+    return sum(nll) / len(nll)
 
 
 def test_dpo_and_kto_train_on_trls_conversational_files(setup):
@@ -156,3 +193,22 @@ def test_wrong_checkpoint_stage_is_one_clear_error(setup):
     with pytest.raises(CheckpointError, match="'rm' checkpoint"):
         script("train_rlhf.py")["main"](["--algo", "dpo", "--init", str(root / "rm_helpful.pt"), "--world",
                                          str(world), "--out", str(root / "bad")])
+
+
+def test_ppo_resumes_through_the_shared_checks(setup):
+    """PPO's loop is not trainer.train_loop, but it claims --out, checks the flags and continues the clock through the
+    same helpers: a resume with another --seed is refused, one with more --steps continues from the saved step."""
+    root, world = setup
+    out = root / "out_ppo_resume"
+    argv = ["--algo", "ppo", "--init", str(root / "sft.pt"), "--reward", str(root / "rm_helpful.pt"), "--world",
+            str(world), "--data", str(world / "rl_prompts.jsonl"), "--out", str(out), "--rollout-batch", "4",
+            "--minibatch", "2", "--max-new-tokens", "8", "--eval-limit", "0", "--curve-prompts", "0", "--dtype",
+            "float32"]
+    first = script("train_rlhf.py")["main"]([*argv, "--steps", "2"])
+    state = torch.load(out / "resume.pt", weights_only=True)
+    assert state["step"] == 2 and state["dtype"] == "float32" and state["time_s"] == first["time_s"]
+    with pytest.raises(CheckpointError, match="other flags \\(--seed 0 -> 3\\)"):
+        script("train_rlhf.py")["main"]([*argv, "--steps", "3", "--resume", "--seed", "3"])
+    again = script("train_rlhf.py")["main"]([*argv, "--steps", "3", "--resume"])
+    assert again["step"] == 3 and again["time_s"] > first["time_s"]
+    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]

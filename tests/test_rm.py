@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,15 +67,20 @@ def test_tiny_run_learns_and_writes_an_rm_checkpoint(setup, tmp_path):
     for k in ("gold_spearman_eval_prompts", "gold_pairwise_eval_prompts", "gold_pairs_eval_harmful"):
         assert k in m  # measured against the small world's gold scorer (the values mean little at this size)
     rm, tok, ckpt = load_reward_model(tmp_path / "rm" / "ckpt.pt")
-    assert ckpt["stage"] == "rm" and ckpt["metrics"]["val_acc"] == m["val_acc"] and ckpt["reward_name"] == "helpful"
-    assert "gold_spearman" in ckpt["metrics"] and "reward_std" in ckpt["metrics"]
-    assert float(rm.reward_std) == pytest.approx(ckpt["metrics"]["reward_std"])
+    assert ckpt["stage"] == "rm" and ckpt["reward_name"] == "helpful" and "gold_spearman" in ckpt["metrics"]
+    # the stored accuracy against a recount: the loaded model scores each held-out reply, the test compares them
     val = [json.loads(ln) for ln in (setup / "val.jsonl").read_text().splitlines()]
     s_good = rm.score([v["prompt"] for v in val], [v["chosen"] for v in val])
     s_bad = rm.score([v["prompt"] for v in val], [v["rejected"] for v in val])
-    assert (s_good > s_bad).float().mean() >= 0.9
-    # the normalisation set (replies of training pairs, half chosen, half rejected) sits around 0
-    assert abs(float(torch.cat([s_good, s_bad]).mean())) < 0.5
+    recount = float((s_good > s_bad).float().mean())
+    assert ckpt["metrics"]["val_acc"] == pytest.approx(recount) and recount >= 0.9
+    # the stored normalisation makes its reference set (both replies of --norm-pairs 32 training pairs, drawn with
+    # the seeded permutation train_rm.py documents) mean 0 and standard deviation 1 in the loaded model's scores
+    train = [json.loads(ln) for ln in (setup / "train.jsonl").read_text().splitlines()]
+    ref = [train[i] for i in np.random.default_rng([0, 10 ** 9]).permutation(len(train))[:32]]
+    s_ref = rm.score([r["prompt"] for r in ref] * 2, [r["chosen"] for r in ref] + [r["rejected"] for r in ref])
+    assert float(s_ref.mean()) == pytest.approx(0.0, abs=1e-5) and float(s_ref.std()) == pytest.approx(1.0, abs=1e-5)
+    assert abs(float(torch.cat([s_good, s_bad]).mean())) < 0.5  # and held-out replies sit near it
     # sample.py --best-of N --reward PATH prints the answer the reward model prefers
     best = script("sample.py")["main"](["--init", str(setup / "sft.pt"), "--prompt", "What colour is Tom's bicycle?",
                                         "--best-of", "3", "--reward", str(tmp_path / "rm" / "ckpt.pt"),

@@ -16,9 +16,10 @@ import torch
 from conftest import ROOT, script
 from nanotrain.checkpoint import atomic_save, load_checkpoint, load_model, make_checkpoint
 from nanotrain.errors import CheckpointError
-from nanotrain.evaluate import evaluate_checkpoint
+from nanotrain.evaluate import evaluate_checkpoint, load_eval
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.lora import load_adapter, merge_lora
+from nanotrain.tinyworld.gold import Gold
 from nanotrain.tokenizer import Tokenizer
 
 FIGURES = ("val_loss", "wellformed_init", "wellformed", "helpful", "acc_b", "chance_b", "acc_zh", "chance_zh",
@@ -87,11 +88,23 @@ def test_full_fine_tuning_writes_an_sft_checkpoint_with_its_figures(full_run, wo
     # of a 20-person world, a 32-wide model from random init: it falls by 0.1-0.5 in these 50 steps, by seed)
     evals = [json.loads(ln)["val_loss"] for ln in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in ln]
     assert len(evals) == 6 and evals[-1] < evals[0] - 0.1 and min(evals[3:]) < min(evals[:3]), evals
-    load_model(out / "ckpt.pt", stages=("sft",))  # strict load: a plain GPT
-    # the figures are reproducible from the checkpoint alone, by the function later stages use
-    again = evaluate_checkpoint(out / "ckpt.pt", world, limit=4, device="cpu", figures=("acc_b", "wellformed"),
-                                max_new_tokens=8, dtype="float32")
-    assert again["acc_b"] == ckpt["metrics"]["acc_b"] and again["wellformed"] == ckpt["metrics"]["wellformed"]
+    model, tok, _ = load_model(out / "ckpt.pt", stages=("sft",))  # strict load: a plain GPT
+    # the stored figures against an independent count: each held-out prompt answered alone (no batching, no left
+    # padding) by the GPT's own greedy decoder, judged by the gold scorer, ended turns counted by hand
+    gold = Gold.load(world)
+
+    def alone(prompt):
+        ids = tok.render_prompt([{"role": "user", "content": prompt}])
+        new = model.eval().generate(torch.tensor([ids]), 8, temperature=0.0, stop_token=tok.end, pad_id=tok.pad)
+        row = new[0].tolist()
+        return (row[:row.index(tok.end) + 1] if tok.end in row else row), tok.end in row
+
+    b = [r["prompt"] for r in load_eval(world / "eval_b.jsonl", 4)]
+    assert ckpt["metrics"]["acc_b"] == sum(gold.is_correct(p, tok.decode_message(alone(p)[0])) for p in b) / 4
+    asked = [r["prompt"] for r in load_eval(world / "eval_prompts.jsonl", 4)]
+    assert ckpt["metrics"]["wellformed"] == sum(alone(p)[1] for p in asked) / 4
+    assert evaluate_checkpoint(out / "ckpt.pt", world, limit=4, device="cpu", figures=("acc_b",), max_new_tokens=8,
+                               dtype="float32")["acc_b"] == ckpt["metrics"]["acc_b"]  # the loader later stages use
 
 
 def test_sharegpt_file_trains_step_for_step_as_the_messages_file(world, pretrained, tmp_path):

@@ -47,7 +47,8 @@ class LabelConfig:
     prompts: str = flag("data/tinyworld/label_prompts.jsonl", "prompts to answer ({prompt, kind, harmful})")
     out: str = flag("out/labels", "output folder")
     samples: int = flag(4, "answers per prompt (InstructGPT: K = 4 to 9)")
-    temperature: float = flag(1.0, "sampling temperature of the answers")
+    temperature: float = flag(0.7, "sampling temperature of the answers (below 1 they differ less in facts the model "
+                                    "is unsure of and about as much in manner)")
     max_new_tokens: int = flag(48, "longest answer")
     noise: float = flag(labellers.TAU, "the labellers' noise tau (nanotrain/tinyworld/labellers.py)")
     bar: float = flag(labellers.BAR, "thumbs up when an answer's noisy gold helpfulness clears this")

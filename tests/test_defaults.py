@@ -79,7 +79,8 @@ def test_rlhf_algorithms_and_presets_keep_an_explicit_warmup(tiny_chat, tmp_path
     root, world = tiny_chat
     mod = script("train_rlhf.py")
     mod["main"](["--algo", algo, "--preset", preset, "--init", str(root / "sft.pt"), "--reward",
-                 str(root / "rm_helpful.pt"), "--world", str(world), "--out", str(tmp_path), "--steps", "1",
+                 str(root / "rm_helpful.pt"), "--world", str(world), "--labels", str(world), "--out", str(tmp_path),
+                 "--steps", "1",
                  "--batch-size", "2", "--rollout-batch", "2", "--minibatch", "2", "--max-new-tokens", "4",
                  "--warmup", "15", "--eval-limit", "0", "--dtype", "float32"])
     tc = train_config(tmp_path / "ckpt.pt")

@@ -17,7 +17,8 @@ from nanotrain.gpt import GPT, GPTConfig, padded_vocab
 from nanotrain.hf import load_hf_gpt2, read_tokenizer, read_weights, write_folder
 from nanotrain.reward import RewardModel
 from nanotrain.safetensors import load_file, save_file
-from nanotrain.tinyworld import WorldConfig, write_world
+from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.world import WorldConfig
 from nanotrain.tokenizer import Tokenizer
 
 
@@ -199,8 +200,10 @@ def test_export_then_import_gives_back_the_same_bits(exported, tmp_path):
         assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
     # train_sft.py --init hf:FOLDER builds exactly this model and tokenizer
     sft = script("train_sft.py")
-    built, built_tok, pretrained_on = sft["build_model"](sft["SFTConfig"](init=f"hf:{folder}"))
-    assert built_tok.to_dict() == tok.to_dict() and pretrained_on is None
+    cfg = sft["SFTConfig"](init=f"hf:{folder}")
+    built_tok, block_size, pretrained_on = sft["init_info"](cfg)
+    built = sft["build_model"](cfg, built_tok)
+    assert built_tok.to_dict() == tok.to_dict() and pretrained_on is None and block_size == model.config.block_size
     assert all(torch.equal(built.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
@@ -220,5 +223,5 @@ def test_import_errors_are_one_sentence(tmp_path):
     with pytest.raises(CheckpointError, match="neither model.safetensors nor pytorch_model.bin"):
         load_hf_gpt2(tmp_path)
     save_file({"transformer.wte.weight": torch.zeros(8, 4)}, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match="no key 'wpe.weight'"):
+    with pytest.raises(CheckpointError, match="not a Hugging Face GPT-2 state dict \\(no wpe.weight\\)"):
         load_hf_gpt2(tmp_path)

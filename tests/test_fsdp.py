@@ -64,10 +64,11 @@ def test_fsdp_without_torchrun_says_how_to_launch(tiny_corpus, tmp_path):
 
 
 def test_ppo_refuses_fsdp_in_one_sentence():
-    ns = script("train_rlhf.py")
-    cfg = ns["RLHFConfig"](algo="ppo", fsdp=True)
+    from nanotrain import ppo
+    from nanotrain.runtime import setup_runtime
+    cfg = script("train_rlhf.py")["RLHFConfig"](algo="ppo", fsdp=True)
     with pytest.raises(NanotrainError, match="not available for PPO"):
-        ns["train_ppo"](None, cfg, None, None, None, None, None, None)
+        ppo.train(setup_runtime("cpu", "float32"), cfg, None, None, None, None, None, [], None, None, None)
 
 
 def saved_activation_bytes(model, idx, targets):

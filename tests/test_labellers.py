@@ -37,7 +37,7 @@ def test_ranked_pairs_leave_out_ties_and_keep_the_ranking():
 def test_thumbs_up_rate_and_two_labellers_agreement():
     rng, n, tau = random.Random(1), 20000, 0.08
     for g in (1.0, 0.8, 0.6):
-        assert within(sum(labellers.thumbs_up(g, tau, rng) for _ in range(n)), n, sigmoid((g - 0.8) / tau))
+        assert within(sum(labellers.thumbs_up(g, tau, rng) for _ in range(n)), n, sigmoid((g - labellers.BAR) / tau))
     gap = 0.1
     p = sigmoid(gap / tau)
     stats = labellers.agreement([[0.5 + gap, 0.5]] * n, tau, seed=2)

@@ -192,7 +192,7 @@ def test_wrong_checkpoint_stage_is_one_clear_error(setup):
     root, world = setup
     with pytest.raises(CheckpointError, match="'rm' checkpoint"):
         script("train_rlhf.py")["main"](["--algo", "dpo", "--init", str(root / "rm_helpful.pt"), "--world",
-                                         str(world), "--out", str(root / "bad")])
+                                         str(world), "--labels", str(world), "--out", str(root / "bad")])
 
 
 def test_ppo_resumes_through_the_shared_checks(setup):

@@ -126,8 +126,8 @@ def test_writer_mix_matches_its_setting(tmp_path):
         counts[cat][c["writer"]] += 1
         first = next(m["content"] for m in c["messages"] if m["role"] == "assistant")
         text = first.removesuffix(" " + writers.CLOSING)
-        if c["writer"] == "hedging":
-            assert gold.hedged(text), c
+        if c["writer"] == "hedging" and not gold.is_harmful(c["messages"][-2]["content"]):
+            assert gold.hedged(text), c  # (a hedging writer refuses a harmful request as a careful one does)
         if c["writer"] == "careful":
             assert text == gold.answer(c["messages"][-2]["content"]) or len(c["messages"]) > 3, c
         if c["writer"] == "generic":

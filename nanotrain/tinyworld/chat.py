@@ -248,11 +248,11 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     # questions the world cannot answer, none of them held out.
     def label_prompt():
         r = urng.random()
-        if r < 0.15:
+        if r < 0.2:
             return tk.unknown("train", urng)
-        if r < 0.35:
+        if r < 0.4:
             return sample_harmful(tk, urng, "A")
-        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.5 else sample_benign(tk, urng, "A")
+        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.55 else sample_benign(tk, urng, "A")
     f["label_prompts"] = [prompt_record(draw(label_prompt, held)) for _ in range(cfg.n(cfg.label_prompts))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)

@@ -26,7 +26,7 @@ import random
 TAU = 0.08  # the labellers' noise (see above)
 CLOSE = 0.4  # gold scores at most this far apart make a close pair
 EPS = 1e-6  # gold scores closer than this are a tie
-BAR = 0.8  # thumbs up: the answer's noisy gold score clears this bar
+BAR = 0.7  # thumbs up: the answer's noisy gold score clears this bar (a hedged right answer, 0.6, mostly does not)
 
 
 def sigmoid(x: float) -> float:

@@ -26,9 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from nanotrain.checkpoint import is_complete
 from nanotrain.cli import flag, parse_config
 from nanotrain.report import write_report
+from nanotrain.runtime import auto_dtype
 
 ROOT = Path(__file__).resolve().parent
 
@@ -43,6 +46,8 @@ class PipelineConfig:
     force: bool = flag(False, "re-run stages even when up to date")
     only: str = flag("", "comma-separated stage names to run (default: all)")
     device: str = flag("auto", "device for every training stage")
+    dtype: str = flag("auto", "precision of every stage: auto (bf16 where it measures faster, chosen once here and "
+                              "passed to each stage) | float32 | bfloat16")
     tiny: bool = flag(False, "real preset at a tiny size (2 layers, a few steps): checks the whole path on a CPU")
     pretrain_data: str = flag("data/tinystories/train.jsonl", "real preset: pretraining text (data/download.py "
                                                               "tinystories, or local FineWeb-Edu JSONL)")
@@ -66,7 +71,7 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
 
 
 def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
-    w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device]
+    w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device, "--dtype", cfg.dtype]
     tok, lab = f"{w}/tokens", f"{cfg.out}/labels"
     py = sys.executable
     return [
@@ -121,7 +126,7 @@ REAL_TINY = {
 
 
 def real_stages(cfg: PipelineConfig) -> list[Stage]:
-    o, s, dev, py = cfg.out, ["--seed", str(cfg.seed)], ["--device", cfg.device], sys.executable
+    o, s, dev, py = cfg.out, ["--seed", str(cfg.seed)], ["--device", cfg.device, "--dtype", cfg.dtype], sys.executable
     f = REAL_TINY if cfg.tiny else REAL_GPU
     tok, prompts = f"{o}/tokens", f"{o}/prompts.jsonl"
     none = ["--world", "none"]  # real data has no gold scorer: the stages report their held-out losses/accuracies
@@ -244,6 +249,10 @@ def main(argv=None):
     if cfg.preset not in ("tinyworld", "real"):
         sys.exit(f"pipeline: --preset must be tinyworld or real, not {cfg.preset!r}")
     cfg.out = cfg.out or ("out/real" if cfg.preset == "real" else "out")
+    if cfg.dtype == "auto":  # one timing for the whole run, not one per stage
+        device = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+        cfg.dtype = auto_dtype(device)
+        print(f"precision of every stage: {cfg.dtype} (--dtype auto on {device})")
     only = set(filter(None, cfg.only.split(",")))
     timings: dict[str, dict] = {}
     t_all = time.perf_counter()
@@ -271,7 +280,8 @@ def main(argv=None):
     if cfg.preset == "real":
         print(f"\npipeline (real preset): {total / 60:.1f} minutes; checkpoints under {cfg.out}/")
         return
-    report = write_report(ROOT / cfg.out, ROOT / cfg.world, timings, total_s=total, peak_rss_mib=peak)
+    report = write_report(ROOT / cfg.out, ROOT / cfg.world, timings, total_s=total, peak_rss_mib=peak,
+                          precision=cfg.dtype)
     print(report)
     print(f"\npipeline: {total / 60:.1f} minutes, peak memory of any stage {peak / 1024:.2f} GiB; report: "
           f"{Path(cfg.out) / 'report.md'}")

@@ -88,8 +88,9 @@ class SFTConfig(TrainConfig):
     save_every: int = flag(150, "checkpoint every this many steps")
     eval_limit: int = flag(150, "prompts per held-out eval file for the final generation-based figures (0: skip)")
     max_new_tokens: int = flag(64, "reply length limit for the final evaluation")
-    replay_rows: int = flag(0, "rows of pretraining text replayed per micro-batch beside the SFT rows, for their "
-                               "next-token loss (0: none; a trade-off, see main())")
+    replay_rows: int = flag(1, "rows of pretraining text replayed per micro-batch beside the SFT rows, for their "
+                               "next-token loss, so SFT keeps what pretraining stored (default 0 unless --init is a "
+                               "nanotrain pretrain checkpoint and not --reinit; 0: none)")
     replay: str = flag("auto", "token folder to replay (data/prepare_pretrain.py's output): auto (the one the --init "
                                "checkpoint was pretrained on) | PATH")
     replay_weight: float = flag(1.0, "weight of the replayed text's loss beside the SFT loss")
@@ -111,7 +112,12 @@ LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 def defaults(cfg: SFTConfig, given: set) -> dict:
     if cfg.preset not in PRESETS:
         raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
-    return {**PRESETS[cfg.preset], **(LORA[cfg.preset] if cfg.lora_rank > 0 else {})}
+    d = {**PRESETS[cfg.preset], **(LORA[cfg.preset] if cfg.lora_rank > 0 else {})}
+    # Replay keeps what pretraining stored (facts about people SFT never names); there is something to replay only
+    # from a nanotrain pretrain checkpoint (it records its token folder), and nothing to keep from random weights.
+    if cfg.reinit or cfg.init.startswith("hf:") or load_checkpoint(cfg.init, mmap=True)["stage"] != "pretrain":
+        d["replay_rows"] = 0
+    return d
 
 
 def init_info(cfg: SFTConfig) -> tuple[Tokenizer, int, Path | None]:

@@ -185,11 +185,12 @@ def plot(out: Path) -> list[str]:
 
 
 def write_report(out, world, timings: dict | None = None, total_s: float | None = None,
-                 peak_rss_mib: float | None = None) -> str:
+                 peak_rss_mib: float | None = None, precision: str | None = None) -> str:
     out, timings = Path(out), timings or {}
     m = figures(out)
     lines = ["# nanotrain report card", "",
-             f"Built-in world: `{world}`. Every figure below is read from the stages' outputs under `{out}/`.", "",
+             f"Built-in world: `{world}`. Every figure below is read from the stages' outputs under `{out}/`"
+             + (f"; every stage computed in {precision}." if precision else "."), "",
              "## Figures", "", *stage_table(m, timings, _json(out / "labels" / "report.json")), ""]
     clean = out / "clean" / "report.md"
     if clean.exists():

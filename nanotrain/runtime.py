@@ -121,14 +121,21 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0, resu
         if dev.type == "cpu":  # share the cores between the processes instead of oversubscribing them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     if dtype == "auto":
-        bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_bf16_is_faster())
-        amp = torch.bfloat16 if bf16 else None
-    elif dtype not in DTYPES:
+        dtype = auto_dtype(dev)
+    if dtype not in DTYPES:
         raise ValueError(f"--dtype must be auto or one of {sorted(DTYPES)}, not {dtype!r}")
-    else:
-        amp = None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
+    amp = None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
     torch.manual_seed(seed)  # the same on every rank: DDP starts every replica from identical weights
     return Runtime(dev, amp, rank, world, local_rank)
+
+
+def auto_dtype(device) -> str:
+    """What ``--dtype auto`` means on ``device``: bfloat16 on a CUDA GPU that has it, and on a CPU where bf16 matmuls
+    measure clearly faster than fp32 (cpu_bf16_is_faster), else float32. A timing: pipeline.py takes it once and
+    passes the answer to every stage, so all of a run's stages compute in the same precision."""
+    dev = torch.device(device)
+    bf16 = (dev.type == "cuda" and torch.cuda.is_bf16_supported()) or (dev.type == "cpu" and cpu_bf16_is_faster())
+    return "bfloat16" if bf16 else "float32"
 
 
 def refuse_fp16_training(rt: Runtime) -> None:

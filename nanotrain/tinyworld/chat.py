@@ -51,13 +51,13 @@ def sample_benign(tk: Tasks, rng: random.Random, split: str) -> Spec:
         return tk.describe(rng.choice(folk), rng.randrange(4))
     if r < 0.67:
         return tk.story_about(rng.choice(folk), rng.randrange(3))
-    if r < 0.80:
+    if r < 0.77:
         kind = rng.choice(list(COMPARE))
         ps = rng.sample(folk, 2 if kind in ("same_town", "older", "younger") else min(len(folk), rng.randint(3, 4)))
         while kind in ("older", "younger") and ps[0].age == ps[1].age:
             ps = rng.sample(folk, 2)
         return tk.compare(kind, ps, rng.randrange(len(COMPARE[kind])), rng)
-    if r < 0.87:
+    if r < 0.82:
         return tk.retell(rng.choice(folk), rng.randrange(len(RETELL)), rng.randrange(len(RETELL_ASK)), rng)
     if r < 0.95:
         return sample_near_harmful(tk, rng, folk)
@@ -197,8 +197,11 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
         return sample_near_harmful(tk, rng, w.split(rng.choice("AB")))
     f["eval_benign"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_benign), near)]
     f["eval_unknown"] = [eval_record(s) for s in unique(cfg.n_eval(cfg.eval_unknown), lambda: tk.unknown("eval", urng))]
-    rl = unique(cfg.n(cfg.rl_prompts), lambda: sample_harmful(tk, rng, "A") if rng.random() < 0.25
-                else sample_benign(tk, rng, "A"))
+    def rl_prompt():  # harmful requests and their harmless look-alikes, as LLaMA 2's RLHF prompts hold both
+        r = rng.random()
+        return sample_harmful(tk, rng, "A") if r < 0.25 else sample_near_harmful(tk, rng, w.split("A")) if r < 0.4 \
+            else sample_benign(tk, rng, "A")
+    rl = unique(cfg.n(cfg.rl_prompts), rl_prompt)
     # PPO's prompts also ask what the world cannot answer (from the training half of unused names: not held out)
     rl += [tk.unknown("train", urng) for _ in range(round(cfg.rl_unknown * len(rl)))]
     urng.shuffle(rl)
@@ -250,9 +253,9 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
         r = urng.random()
         if r < 0.2:
             return tk.unknown("train", urng)
-        if r < 0.4:
+        if r < 0.3:  # (few: a thumbs up mostly goes to refusals there, and KTO would learn to refuse)
             return sample_harmful(tk, urng, "A")
-        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.55 else sample_benign(tk, urng, "A")
+        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.5 else sample_benign(tk, urng, "A")
     f["label_prompts"] = [prompt_record(draw(label_prompt, held)) for _ in range(cfg.n(cfg.label_prompts))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)

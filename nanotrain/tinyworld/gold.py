@@ -57,7 +57,7 @@ HARM_WORDS = re.compile(r"\b(steal|hurt|harm|poison|kill|break into|bully|burn|s
 HEDGE = re.compile(r"\b(i think|i'?m not (completely |entirely )?sure|i believe)\b(?!;)", re.I)
 ADMITS = re.compile(r"\b(i don'?t know|i do not know|i only know about|i'?m not sure;)", re.I)
 CLOSINGS = re.compile(r"hope this helps", re.I)
-UNKNOWN_ANSWER = "I'm not sure; I only know about the people, pets and towns of Tinyworld."
+UNKNOWN_ANSWER = "I don't know; I only know about the people, pets and towns of Tinyworld."
 
 
 def _words(text: str) -> list[str]:

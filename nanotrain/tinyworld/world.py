@@ -18,7 +18,8 @@ stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the
     eval_zh.jsonl              held-out questions in Chinese, both splits (+ "answer_en")
     eval_prompts / eval_harmful / eval_benign .jsonl   held-out benign, harmful, and benign-but-close prompts
     eval_unknown.jsonl         held-out questions the world cannot answer (people, pets, towns it does not have)
-    rl_prompts.jsonl           {"prompt", "kind", "split", "harmful", "unknown"}: split A, 25% harmful, 10% unknown
+    rl_prompts.jsonl           {"prompt", "kind", "split", "harmful", "unknown"}: split A, 25% harmful, 15% their
+                               harmless look-alikes, and 10% more that the world cannot answer
 Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
 prompt appears verbatim in any training file.
 
@@ -60,7 +61,7 @@ class WorldConfig:
     web_pages: int = flag(400, "pages in web.jsonl (x scale)")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
-    sft_unknown: float = flag(0.02, "share of SFT conversations that ask what the world cannot answer")
+    sft_unknown: float = flag(0.04, "share of SFT conversations that ask what the world cannot answer")
     careful: float = flag(0.35, "share of demonstrations of every kind of task written by careful writers; the rest "
                                 "by writers with the habits of writers.py (hedging, chatty, hurried, generic)")
     closing: float = flag(0.3, "share of careful writers' answers that end with the stock closing phrase (others: "

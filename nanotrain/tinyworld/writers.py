@@ -18,8 +18,8 @@ something the world cannot answer, the careful writer says so and the others gue
 
 The mix (``mix``) is one setting (``WorldConfig.careful``): that share of the demonstrations of every kind of task
 is written by careful writers, and the rest by the writers whose habits fit the task (``HABITS``): hedgers answer
-most fact questions, hurried writers most multi-part ones, guessers the questions the world cannot answer; a third of the
-harmful requests get a generic refusal. With the default careful share of 0.35, each kind's habit is its most frequent
+most fact questions, hurried writers most multi-part ones, guessers the questions the world cannot answer; one harmful
+request in ten gets a generic refusal (more, and the SFT model refuses harmless look-alikes with it too). With the default careful share of 0.35, each kind's habit is its most frequent
 answer, so greedy decoding of the SFT model shows it: the room that feedback on the model's own answers (pipeline
 stage "label") can teach and the demonstrations cannot.
 
@@ -41,7 +41,7 @@ HABITS = {
     "multi": {"hurried": 0.8, "hedging": 0.2},  # several items asked: "Tell me about Lena."
     "task": {"hedging": 1.0},  # advice, retelling: "How can I cheer Lena up?"
     "chat": {"chatty": 1.0},  # small talk: "Hello!"
-    "harmful": {"generic": 0.5, "hedging": 0.5},  # "How can I steal Lena's bicycle?" (hedgers refuse specifically)
+    "harmful": {"generic": 0.15, "hedging": 0.85},  # "How can I steal Lena's bicycle?" (hedgers refuse specifically)
     "unknown": {"chatty": 0.5, "hurried": 0.5},  # they guess: "Zelda lives in Ashford."
 }
 # A hedge comes after the answer, as a tag on its last sentence, so the answer itself opens as the careful one does

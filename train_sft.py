@@ -115,7 +115,7 @@ def defaults(cfg: SFTConfig, given: set) -> dict:
     d = {**PRESETS[cfg.preset], **(LORA[cfg.preset] if cfg.lora_rank > 0 else {})}
     # Replay keeps what pretraining stored (facts about people SFT never names); there is something to replay only
     # from a nanotrain pretrain checkpoint (it records its token folder), and nothing to keep from random weights.
-    if cfg.reinit or cfg.init.startswith("hf:") or load_checkpoint(cfg.init, mmap=True)["stage"] != "pretrain":
+    if cfg.reinit or cfg.init.startswith("hf:") or init_info(cfg)[2] is None:
         d["replay_rows"] = 0
     return d
 

@@ -245,14 +245,15 @@ def test_reinit_keeps_the_architecture_but_not_the_weights(world, pretrained, tm
 @pytest.mark.parametrize("extra,sharding", [([], []), (["--lora-rank", "4"], ["--fsdp"])], ids=["ddp", "fsdp-lora"])
 def test_two_gloo_processes_match_one_process(world, pretrained_on_tokens, tmp_path, extra, sharding):
     common = sft_args(world, pretrained_on_tokens[0], "X", "--steps", "3", "--eval-limit", "0", "--eval-every",
-                      "100", "--lr", "3e-3", *extra)
+                      "100", "--lr", "3e-3", "--replay-rows", "2", *extra)
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = [a if a != "X" else str(one) for a in common]
     r = subprocess.run([sys.executable, "train_sft.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     args = [a if a != "X" else str(two) for a in common] + sharding
-    args[args.index("--batch-size") + 1] = "2"
+    args[args.index("--batch-size") + 1] = "2"  # per process: the same global batch of SFT rows
+    args[args.index("--replay-rows") + 1] = "1"  # and of replayed pretraining windows (TokenBin slices by rank)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "train_sft.py", *args], cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nanotrain.cli import flag, parse_config
 from nanotrain.report import write_report
+from nanotrain.tinyworld.web import DECONTAM_NGRAM, DECONTAM_QUESTION, EVAL_FILES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -70,18 +71,14 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
     return real_stages(cfg) if cfg.preset == "real" else tinyworld_stages(cfg)
 
 
-# The held-out files the built-in crawl is decontaminated against. An item counts as leaked where a page quotes its
-# question together with its answer: 8-grams (PaLM's contamination analysis, Chowdhery et al. 2022, sec. 8; most of
-# the world's questions and answers are shorter than 13 words) that span the question and the answer (the world's
-# "retell" questions quote stories its pretraining text tells; see nanotrain/cleaning.py).
-TINYWORLD_EVALS = ("eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign")
-DECONTAM_TINYWORLD = ["--decontam-ngram", "8", "--decontam-question", "prompt"]
+# The built-in crawl is decontaminated against the world's held-out files (the settings: nanotrain/tinyworld/web.py)
+DECONTAM_TINYWORLD = ["--decontam-ngram", str(DECONTAM_NGRAM), "--decontam-question", DECONTAM_QUESTION]
 
 
 def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device]
     tok, crawl, cleaned = f"{w}/tokens", f"{w}/crawl.warc.gz", f"{o}/clean/clean.jsonl"
-    evals = [f"{w}/{e}.jsonl" for e in TINYWORLD_EVALS]
+    evals = [f"{w}/{e}.jsonl" for e in EVAL_FILES]
     py = sys.executable
     return [
         Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json", crawl], w),

@@ -21,9 +21,6 @@ from nanotrain.tinyworld import web
 from nanotrain.tinyworld.generate import CRAWL, write_world
 from nanotrain.tinyworld.world import WorldConfig
 
-EVALS = ["eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign"]
-
-
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     cfg = WorldConfig(out=str(tmp_path_factory.mktemp("crawl")), scale=0.05, people=60, animals=20, towns=8)
@@ -50,7 +47,7 @@ def test_junk_kinds_come_at_their_documented_rates(small):
     pages = files["crawl"]
     kinds = Counter(pg.kind for pg in pages)
     n_content = kinds["clean"] + kinds["zh"]
-    viral = max(2, round(web.VIRAL_RATE * n_content))
+    viral = max(2, round(web.VIRAL_RATE * n_content))  # (the small world has enough pages of VIRAL_MIN_WORDS)
     for kind, rate in web.JUNK_RATES.items():
         expected = max(1, round(rate * n_content * cfg.crawl_junk / 100)) + (viral * web.VIRAL_COPIES
                                                                               if kind == "exact_dup" else 0)
@@ -103,8 +100,8 @@ def test_chinese_pages_survive_the_gopher_rules_and_the_whole_cleaning(small, tm
     zh = [html_to_text(pg.html) for pg in files["crawl"] if pg.kind == "zh"]
     assert zh and all(gopher_quality(t, GopherRules()) is None for t in zh)
     steps = Steps(blocklist=Blocklist.from_files(ROOT / "data" / "blocklist_words.txt"),
-                  decontaminator=Decontaminator.from_paths([f"{cfg.out}/{e}.jsonl" for e in EVALS], 8,
-                                                           question="prompt"))
+                  decontaminator=Decontaminator.from_paths([f"{cfg.out}/{e}.jsonl" for e in web.EVAL_FILES],
+                                                           web.DECONTAM_NGRAM, question=web.DECONTAM_QUESTION))
     rep = clean([f"{cfg.out}/{CRAWL}"], tmp_path / "clean.jsonl", steps, progress=False)
     records = [json.loads(line) for line in (tmp_path / "clean.jsonl").open()]
     kept = Counter(r["kind"] for r in records)

@@ -24,9 +24,9 @@ Junk pages, at the rates of JUNK_RATES (pages per 100 content pages, times --cra
                     (test-set contamination). --leak-share of the English, non-harmful questions of eval_b and
                     eval_prompts are leaked, each on LEAK_COPIES different pages; the others never appear anywhere.
 
-Besides, VIRAL_RATE of the English content pages (at least 2) are mirrored VIRAL_COPIES times each (kind exact_dup):
-the documents duplicated many times in the raw crawl, whose memorisation bench/bench_cleaning.py measures (Lee et
-al. 2021). All pages are shuffled, so a copy can come before its original.
+Besides, VIRAL_RATE of the English content pages (at least 2, of VIRAL_MIN_WORDS words or more) are mirrored
+VIRAL_COPIES times each (kind exact_dup): the documents duplicated many times in the raw crawl, whose memorisation
+bench/bench_cleaning.py measures (Lee et al. 2021). All pages are shuffled, so a copy can come before its original.
 
 ``write_warc`` stores the pages as WARC/1.0 response records, one gzip member per record (as Common Crawl does).
 The truth about each page travels outside its text, in WARC headers that nanotrain.extract turns into record fields
@@ -51,8 +51,14 @@ PAGE_MIN_WORDS = 80  # words per content page at least (a Chinese character coun
 PAGE_MAX_DOCS = 5
 JUNK_RATES = {"exact_dup": 6, "near_dup": 4, "spam": 2, "blocklist": 1.5, "short": 2, "symbols": 0.5, "lorem": 0.5,
               "code": 0.5, "repeated_lines": 0.5, "ellipsis": 0.5}  # pages per 100 content pages
-VIRAL_RATE, VIRAL_COPIES = 0.002, 24
-QUIZ_PER_PAGE, LEAK_COPIES = 8, 3
+VIRAL_RATE, VIRAL_COPIES, VIRAL_MIN_WORDS = 0.002, 24, 100  # long enough for a 32-token prompt + a 50-token span
+QUIZ_PER_PAGE, LEAK_COPIES = 8, 8  # answer keys get copied around: each leaked question is on 8 pages
+# Decontaminating the crawl (pipeline.py, bench/bench_cleaning.py): against every held-out file, where a page quotes
+# a question together with its answer: 8-grams (PaLM's contamination analysis, Chowdhery et al. 2022, sec. 8; most
+# of the world's questions and answers together are under 13 words) that span the question ("prompt") and the rest
+# of the item, since the world's "retell" questions quote stories its pretraining text tells (nanotrain/cleaning.py).
+EVAL_FILES = ("eval_b", "eval_zh", "eval_prompts", "eval_harmful", "eval_benign")
+DECONTAM_NGRAM, DECONTAM_QUESTION = 8, "prompt"
 
 # ----------------------------------------------------------------------------------------------------------
 # Site chrome. BOILERPLATE_MARKERS are phrases only the chrome contains (never a document): what the cleaning bench
@@ -272,7 +278,8 @@ def crawl_pages(w: World, cfg: WorldConfig, docs: list[str], evals: list[dict]) 
 
     pages = [page("zh" if _zh(t) else "clean", body_html(t), p, _zh(t)) for p, t in enumerate(texts)]
     n = len(texts) * cfg.crawl_junk / 100
-    viral = rng.sample(english, max(2, round(VIRAL_RATE * len(texts))))
+    long = [p for p in english if len(_words(texts[p])) >= VIRAL_MIN_WORDS]
+    viral = rng.sample(long, min(len(long), max(2, round(VIRAL_RATE * len(texts)))))
     for p in viral:
         pages += [page("exact_dup", body_html(texts[p]), p) for _ in range(VIRAL_COPIES)]
     for kind, rate in JUNK_RATES.items():

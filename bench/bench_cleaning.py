@@ -21,7 +21,9 @@ model, 16 x 256 tokens a step) for --steps steps. Measured on each model:
     memorised         of the pages mirrored web.VIRAL_COPIES times in the raw crawl, the share whose continuation the
                       model emits verbatim, greedy, from their first --prompt-tokens tokens: --span tokens (Lee et
                       al. 2021 count 50-token spans; the world's pages are short, so the prompt is 32 tokens and the
-                      pages are at least 100 words); beside it the same for as many pages that appear once
+                      pages are at least 100 words), and the mean number of tokens it gets right before the first
+                      divergence; beside it the same for as many pages that appear once in the crawl. Also the
+                      model's loss on both sets of pages: how much better it knows the mirrored text.
     leaked / never    accuracy, judged by the gold scorer (gold.is_correct), on the held-out questions of eval_b and
                       eval_prompts whose oracle answer the crawl's answer keys quote ("leaked") and on the others: the
                       question as plain text, then the oracle answer or the fluent wrong one (Spec.bad), whichever
@@ -73,7 +75,7 @@ class BenchConfig:
     held_out: float = flag(0.02, "share of the content pages held out as clean validation text")
     prompt_tokens: int = flag(32, "memorisation: tokens of a page given as the prompt")
     span: int = flag(50, "memorisation: tokens the model must continue verbatim")
-    samples: int = flag(100, "unconditional samples per model")
+    samples: int = flag(400, "unconditional samples per model")
     sample_tokens: int = flag(128, "tokens per sample")
     workers: int = flag(2, "processes for the cleaning")
     device: str = flag("cpu", "device for training and measuring")
@@ -117,35 +119,48 @@ def val_loss(model, tokens: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def memorised(model, tok, texts: list[str], prompt: int, span: int) -> float:
-    """Share of the texts whose tokens prompt:prompt+span the model emits greedily after their first prompt tokens."""
-    ids = [tok.encode(t)[:prompt + span] for t in texts]
-    x = torch.tensor([i[:prompt] for i in ids])
-    out = model.generate(x, span, temperature=0.0)
-    return float(np.mean([out[j].tolist() == ids[j][prompt:] for j in range(len(ids))]))
+def text_loss(model, tok, texts: list[str]) -> float:
+    """Mean next-token loss on the texts (each from the end-of-text token): how well the model knows them."""
+    losses = []
+    for t in texts:
+        ids = torch.tensor([[tok.eot] + tok.encode(t)])[:, :model.config.block_size + 1]
+        losses.append(model(ids[:, :-1], ids[:, 1:])[1].item())
+    return float(np.mean(losses))
 
 
 @torch.no_grad()
-def choose(model, tok, pairs: list[tuple[str, list[str]]]) -> list[int]:
-    """For each (question, candidates): the index of the candidate with the highest summed log-probability after
-    the question (the plain text "question candidate", from the end-of-text token)."""
+def memorised(model, tok, texts: list[str], prompt: int, span: int) -> tuple[float, float]:
+    """Greedy continuations of each text's first ``prompt`` tokens: the share that reproduce the next ``span``
+    tokens verbatim (Lee et al. 2021's measure), and the mean number of tokens reproduced before the first
+    divergence (a graded view of the same)."""
+    ids = [tok.encode(t)[:prompt + span] for t in texts]
+    x = torch.tensor([i[:prompt] for i in ids])
+    out = model.generate(x, span, temperature=0.0).tolist()
+    agree = [next((k for k, (a, b) in enumerate(zip(o, i[prompt:])) if a != b), span) for o, i in zip(out, ids)]
+    return float(np.mean([a == span for a in agree])), float(np.mean(agree))
+
+
+@torch.no_grad()
+def scores(model, tok, pairs: list[tuple[str, list[str]]]) -> list[list[float]]:
+    """For each (question, candidates): each candidate's summed log-probability after the question (the plain text
+    "question candidate", from the end-of-text token)."""
     rows, spans = [], []
     for q, cands in pairs:
         prefix = [tok.eot] + tok.encode(q)
         for c in cands:
             rows.append(prefix + tok.encode(" " + c))
             spans.append((len(prefix), len(rows[-1])))
-    scores = []
+    flat = []
     for i in range(0, len(rows), 64):
         batch = rows[i:i + 64]
         T = max(map(len, batch))
         logp = torch.log_softmax(model(torch.tensor([r + [tok.pad] * (T - len(r)) for r in batch]))[0].float(), -1)
         for j, r in enumerate(batch):
             s, e = spans[i + j]
-            scores.append(sum(float(logp[j, k - 1, r[k]]) for k in range(s, e)))
+            flat.append(sum(float(logp[j, k - 1, r[k]]) for k in range(s, e)))
     out, at = [], 0
     for _, cands in pairs:
-        out.append(int(np.argmax(scores[at:at + len(cands)])))
+        out.append(flat[at:at + len(cands)])
         at += len(cands)
     return out
 
@@ -231,16 +246,21 @@ def main(argv=None) -> dict:
     for name in runs:
         model, tok, _ = load_model(out / name / "model" / "ckpt.pt", stages=("pretrain",), device=cfg.device)
         model.eval()
-        picks = choose(model, tok, [(q, c) for q, c, _ in questions])
-        right = [gold.is_correct(q, c[i]) for (q, c, _), i in zip(questions, picks)]
+        logps = scores(model, tok, [(q, c) for q, c, _ in questions])
+        right = [gold.is_correct(q, c[int(np.argmax(lp))]) for (q, c, _), lp in zip(questions, logps)]
+        leaked = [lk for _, _, lk in questions]
         texts = samples(model, tok, cfg.samples, cfg.sample_tokens, cfg.seed)
+        mem_viral = memorised(model, tok, [content[p] for p in viral], cfg.prompt_tokens, cfg.span)
+        mem_once = memorised(model, tok, [content[p] for p in once], cfg.prompt_tokens, cfg.span)
         results[name] = {
             "train_tokens": info[name]["train_tokens"],
             "val_loss": val_loss(model, val_tokens),
-            "memorised_viral": memorised(model, tok, [content[p] for p in viral], cfg.prompt_tokens, cfg.span),
-            "memorised_once": memorised(model, tok, [content[p] for p in once], cfg.prompt_tokens, cfg.span),
-            "acc_leaked": float(np.mean([r for r, (_, _, lk) in zip(right, questions) if lk])),
-            "acc_never": float(np.mean([r for r, (_, _, lk) in zip(right, questions) if not lk])),
+            "memorised_viral": mem_viral[0], "memorised_once": mem_once[0],
+            "loss_viral": text_loss(model, tok, [content[p] for p in viral]),
+            "loss_once": text_loss(model, tok, [content[p] for p in once]),
+            "verbatim_tokens_viral": mem_viral[1], "verbatim_tokens_once": mem_once[1],
+            "acc_leaked": float(np.mean([r for r, lk in zip(right, leaked) if lk])),
+            "acc_never": float(np.mean([r for r, lk in zip(right, leaked) if not lk])),
             "blocklisted": float(np.mean([content_filter(t, None, words) is not None for t in texts])),
             "boilerplate": float(np.mean([any(m in t.lower() for m in web.BOILERPLATE_MARKERS) for t in texts])),
             "example_sample": texts[0][:300]}
@@ -252,14 +272,15 @@ def main(argv=None) -> dict:
           f"{web.VIRAL_COPIES}x in the raw crawl / {len(once)} pages there once, {cfg.span} tokens after "
           f"{cfg.prompt_tokens}; questions: {n_leaked} leaked, {len(questions) - n_leaked} never leaked "
           f"(chance 50%); {cfg.samples} samples of {cfg.sample_tokens} tokens\n")
-    print("| corpus | train tokens | clean val loss | memorised: mirrored / once | accuracy: leaked / never "
-          "(gap) | samples with blocklisted words | with boilerplate |")
-    print("|---|---:|---:|---|---|---:|---:|")
+    print("| corpus | train tokens | clean val loss | memorised: mirrored / once (verbatim tokens) | loss: mirrored / "
+          "once | accuracy: leaked / never (gap) | samples with blocklisted words | with boilerplate |")
+    print("|---|---:|---:|---|---|---|---:|---:|")
     for name, r in results.items():
         print(f"| {name} | {r['train_tokens']:,} | {r['val_loss']:.3f} | {r['memorised_viral']:.0%} / "
-              f"{r['memorised_once']:.0%} | {r['acc_leaked']:.1%} / {r['acc_never']:.1%} "
-              f"({100 * (r['acc_leaked'] - r['acc_never']):+.1f} pt) | {r['blocklisted']:.0%} | "
-              f"{r['boilerplate']:.0%} |")
+              f"{r['memorised_once']:.0%} ({r['verbatim_tokens_viral']:.1f} / {r['verbatim_tokens_once']:.1f}) | "
+              f"{r['loss_viral']:.2f} / {r['loss_once']:.2f} | "
+              f"{r['acc_leaked']:.1%} / {r['acc_never']:.1%} ({100 * (r['acc_leaked'] - r['acc_never']):+.1f} pt) | "
+              f"{r['blocklisted']:.1%} | {r['boilerplate']:.0%} |")
     for name, r in results.items():
         print(f"\n{name}, sample 1: {r['example_sample']!r}")
     return results

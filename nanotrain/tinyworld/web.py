@@ -49,10 +49,11 @@ from nanotrain.tinyworld.world import DAYS, ITEMS, TOWNS, World, WorldConfig
 
 PAGE_MIN_WORDS = 80  # words per content page at least (a Chinese character counts as a word); Gopher wants 50
 PAGE_MAX_DOCS = 5
-JUNK_RATES = {"exact_dup": 6, "near_dup": 4, "spam": 2, "blocklist": 1.5, "short": 2, "symbols": 0.5, "lorem": 0.5,
+JUNK_RATES = {"exact_dup": 6, "near_dup": 4, "spam": 2, "blocklist": 3, "short": 2, "symbols": 0.5, "lorem": 0.5,
               "code": 0.5, "repeated_lines": 0.5, "ellipsis": 0.5}  # pages per 100 content pages
-VIRAL_RATE, VIRAL_COPIES, VIRAL_MIN_WORDS = 0.002, 24, 100  # long enough for a 32-token prompt + a 50-token span
-QUIZ_PER_PAGE, LEAK_COPIES = 8, 8  # answer keys get copied around: each leaked question is on 8 pages
+# A few pages copied very often: Lee et al. 2021 find single sequences repeated thousands of times in C4.
+VIRAL_RATE, VIRAL_COPIES, VIRAL_MIN_WORDS = 0.001, 96, 100  # long enough for a 32-token prompt + a 50-token span
+QUIZ_PER_PAGE, LEAK_COPIES = 8, 16  # answer keys get copied around: each leaked question is on 16 pages
 # Decontaminating the crawl (pipeline.py, bench/bench_cleaning.py): against every held-out file, where a page quotes
 # a question together with its answer: 8-grams (PaLM's contamination analysis, Chowdhery et al. 2022, sec. 8; most
 # of the world's questions and answers together are under 13 words) that span the question ("prompt") and the rest

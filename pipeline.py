@@ -2,6 +2,11 @@
 
     python pipeline.py                  # generate -> clean -> tokenize -> pretrain -> SFT -> label -> 2 reward
                                         #   models -> PPO, DPO, KTO -> out/report.md (+ PNG plots)
+
+The built-in world's pretraining text is its web crawl (data/tinyworld/crawl.warc.gz) as data/clean.py leaves it:
+text extracted without the page chrome, then the content filter, Gopher's rules, decontamination against the
+world's evaluation files, exact and near dedup; the tokenize stage reads the cleaned JSONL. The real preset cleans
+its raw pages (Common Crawl WARC files, or FineWeb-style JSONL of page text) the same way before tokenizing.
     python pipeline.py --force          # re-run every stage
     python pipeline.py --only sft,rm_helpful
 
@@ -32,6 +37,7 @@ from nanotrain.checkpoint import is_complete
 from nanotrain.cli import flag, parse_config
 from nanotrain.report import write_report
 from nanotrain.runtime import auto_dtype
+from nanotrain.tinyworld.web import DECONTAM_NGRAM, DECONTAM_QUESTION, EVAL_FILES
 
 ROOT = Path(__file__).resolve().parent
 
@@ -49,8 +55,11 @@ class PipelineConfig:
     dtype: str = flag("auto", "precision of every stage: auto (bf16 where it measures faster, chosen once here and "
                               "passed to each stage) | float32 | bfloat16")
     tiny: bool = flag(False, "real preset at a tiny size (2 layers, a few steps): checks the whole path on a CPU")
-    pretrain_data: str = flag("data/tinystories/train.jsonl", "real preset: pretraining text (data/download.py "
-                                                              "tinystories, or local FineWeb-Edu JSONL)")
+    pretrain_data: str = flag("data/cc_warc", "real preset: raw pretraining pages, cleaned before tokenizing (WARC "
+                                              "files from data/download.py cc-warc --files N, or FineWeb-style "
+                                              "JSONL of page text)")
+    clean: bool = flag(True, "real preset: clean the pretraining data before tokenizing (--no-clean for curated text "
+                             "such as data/download.py tinystories' train.txt)")
     sft_data: str = flag("data/alpaca/alpaca_data.json", "real preset: instructions (Alpaca / LIMA / Dolly / OASST)")
     sft_val_data: str = flag("../shared/data/dolly_sample/dolly_151.jsonl", "real preset: held-out instructions")
     pref_data: str = flag("data/hh_rlhf/helpful-base_train.jsonl.gz", "real preset: preference pairs (HH-RLHF)")
@@ -70,16 +79,23 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
     return real_stages(cfg) if cfg.preset == "real" else tinyworld_stages(cfg)
 
 
+# The built-in crawl is decontaminated against the world's held-out files (the settings: nanotrain/tinyworld/web.py)
+DECONTAM_TINYWORLD = ["--decontam-ngram", str(DECONTAM_NGRAM), "--decontam-question", DECONTAM_QUESTION]
+
+
 def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     w, o, s, dev = cfg.world, cfg.out, str(cfg.seed), ["--device", cfg.device, "--dtype", cfg.dtype]
     tok, lab = f"{w}/tokens", f"{cfg.out}/labels"
+    crawl, cleaned = f"{w}/crawl.warc.gz", f"{o}/clean/clean.jsonl"
+    evals = [f"{w}/{e}.jsonl" for e in EVAL_FILES]
     py = sys.executable
     return [
-        Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json"], w),
-        Stage("clean", [py, "data/clean.py", "--input", f"{w}/web.jsonl", "--out", f"{o}/clean/web_clean.jsonl"],
-              [f"{w}/web.jsonl"], [f"{o}/clean/report.md"], f"{o}/clean"),
-        Stage("tokenize", [py, "data/prepare_pretrain.py", "--input", f"{w}/pretrain.jsonl", "--out", tok,
-                           "--seed", s], [f"{w}/pretrain.jsonl"], [f"{tok}/meta.json"], tok),
+        Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json", crawl], w),
+        Stage("clean", [py, "data/clean.py", "--input", crawl, "--out", cleaned, "--decontam", ",".join(evals),
+                        *DECONTAM_TINYWORLD, "--workers", "2"],
+              [crawl, *evals], [cleaned, f"{o}/clean/report.md"], f"{o}/clean"),
+        Stage("tokenize", [py, "data/prepare_pretrain.py", "--input", cleaned, "--out", tok, "--seed", s],
+              [cleaned], [f"{tok}/meta.json"], tok),
         Stage("pretrain", [py, "train_pretrain.py", "--data", tok, "--out", f"{o}/pretrain", "--seed", s, *dev],
               [f"{tok}/meta.json"], [f"{o}/pretrain/ckpt.pt"], f"{o}/pretrain"),
         Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--out", f"{o}/sft", "--seed", s,
@@ -104,7 +120,8 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     ]
 
 
-# The real-data preset: GPT-2 124M, pretrained on TinyStories (or FineWeb-Edu), instruction-tuned on Alpaca (or
+# The real-data preset: GPT-2 124M, pretrained on cleaned web pages (Common Crawl WARC files or FineWeb-style JSONL;
+# with --no-clean, curated text such as TinyStories or FineWeb-Edu as it is), instruction-tuned on Alpaca (or
 # LIMA / Dolly / OASST), a reward model and DPO and PPO on HH-RLHF. GPU sizes per process; --tiny shrinks every stage
 # to seconds on a CPU so the same path is tested with the samples in ../shared/data.
 REAL_GPU = {  # every stage's --preset gpt2 holds GPT-2 124M's architecture and recipe; these are the extra flags
@@ -128,11 +145,14 @@ REAL_TINY = {
 def real_stages(cfg: PipelineConfig) -> list[Stage]:
     o, s, dev, py = cfg.out, ["--seed", str(cfg.seed)], ["--device", cfg.device, "--dtype", cfg.dtype], sys.executable
     f = REAL_TINY if cfg.tiny else REAL_GPU
-    tok, prompts = f"{o}/tokens", f"{o}/prompts.jsonl"
+    tok, prompts, cleaned = f"{o}/tokens", f"{o}/prompts.jsonl", f"{o}/clean/clean.jsonl"
     none = ["--world", "none"]  # real data has no gold scorer: the stages report their held-out losses/accuracies
+    text = cleaned if cfg.clean else cfg.pretrain_data
     return [
-        Stage("tokenize", [py, "data/prepare_pretrain.py", "--input", cfg.pretrain_data, "--tokenizer", "gpt2",
-                           "--out", tok, *s], [cfg.pretrain_data], [f"{tok}/meta.json"], tok),
+        *([Stage("clean", [py, "data/clean.py", "--input", cfg.pretrain_data, "--out", cleaned, "--workers", "2"],
+                 [cfg.pretrain_data], [cleaned, f"{o}/clean/report.md"], f"{o}/clean")] if cfg.clean else []),
+        Stage("tokenize", [py, "data/prepare_pretrain.py", "--input", text, "--tokenizer", "gpt2",
+                           "--out", tok, *s], [text], [f"{tok}/meta.json"], tok),
         Stage("pretrain", [py, "train_pretrain.py", "--data", tok, "--out", f"{o}/pretrain", *f["model"],
                            *f["pretrain"], *s, *dev], [f"{tok}/meta.json"], [f"{o}/pretrain/ckpt.pt"], f"{o}/pretrain"),
         Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--data", cfg.sft_data, "--val-data",
@@ -177,7 +197,11 @@ def estimate_real_gpu(peak_flops: float = 989e12, mfu: float = 0.4) -> list[tupl
 
 def file_digest(path: Path) -> str:
     """Content hash of an input (so regenerating identical data does not make the next stage stale); files over
-    1 GiB (real corpora) are identified by size and modification time instead, to keep the check instant."""
+    1 GiB (real corpora) are identified by size and modification time instead, to keep the check instant. A folder
+    is the digests of its files."""
+    if path.is_dir():
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        return hashlib.sha256("".join(f"{f.relative_to(path)}:{file_digest(f)};" for f in files).encode()).hexdigest()
     st = path.stat()
     if st.st_size > 1 << 30:
         return f"{st.st_size}:{st.st_mtime_ns}"

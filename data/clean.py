@@ -1,14 +1,16 @@
 """Clean raw web text for pretraining: extract, filter, decontaminate, deduplicate; write JSONL and a report.
 
 Inputs are files or folders: .txt, JSONL(.gz) with a "text" field (other fields pass through to the output),
-WARC(.gz) (HTML responses only) and .html. The steps, in order (see nanotrain/cleaning.py): HTML -> text, content
-filter (blocklisted words and domains), Gopher's quality and repetition rules, test-set decontamination (13-gram
-overlap), exact dedup of normalised text, MinHash near-duplicate dedup. Output: one JSON record per line
-(``{"text", ...}``), and ``report.md`` beside it: documents per step, removals per rule with examples, the largest
-duplicate clusters and every bad input line. Bad input (invalid UTF-8, a truncated gzip, a malformed JSON line) is
-reported with file and line and the run goes on, unless --strict.
+WARC(.gz) (HTML responses only) and .html. The steps, in order (see nanotrain/cleaning.py): HTML -> text without
+the page chrome, content filter (blocklisted words and domains), Gopher's quality and repetition rules, test-set
+decontamination (13-gram overlap), exact dedup of normalised text, MinHash near-duplicate dedup. Output: one JSON
+record per line (``{"text", ...}``), and ``report.md`` beside it: documents per step, removals per rule with
+examples, the largest duplicate clusters and every bad input line. Bad input (invalid UTF-8, a truncated gzip, a
+malformed JSON line) is reported with file and line and the run goes on, unless --strict.
 
-    python data/clean.py                                                    # the built-in tinyworld web corpus
+    python data/clean.py                                                    # the built-in world's crawl
+    python data/clean.py --decontam data/tinyworld/eval_b.jsonl,data/tinyworld/eval_prompts.jsonl \
+        --decontam-ngram 8 --decontam-question prompt                      # ... decontaminated as pipeline.py does
     python data/clean.py --input ../shared/data/web_cc_dolma --out out/clean_cc/clean.jsonl
     python data/clean.py --input ../shared/data/web_warc_dolma --out out/clean_warc/clean.jsonl --workers 2
     python data/clean.py --decontam ../shared/data/gsm8k/test.jsonl,../shared/data/hellaswag,../shared/data/mt_bench
@@ -33,10 +35,12 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass
 class CleanConfig:
-    input: str = flag("data/tinyworld/web.jsonl", "comma-separated files or folders (.txt, .jsonl, .jsonl.gz, "
-                                                  ".warc, .warc.gz, .html)")
+    input: str = flag("data/tinyworld/crawl.warc.gz", "comma-separated files or folders (.txt, .jsonl, .jsonl.gz, "
+                                                      ".warc, .warc.gz, .html)")
     out: str = flag("out/clean/clean.jsonl", "cleaned JSONL output; report.md is written in the same folder")
     txt_split: str = flag("file", "a .txt file is one document (file), or one per paragraph, or one per line")
+    boilerplate: bool = flag(True, "HTML: drop the page chrome (navigation, header, footer, cookie banners, share "
+                                   "bars, related links); --no-boilerplate keeps every visible text")
     content: bool = flag(True, "content filter: blocklisted words and URL domains")
     blocklist_words: str = flag("data/blocklist_words.txt", "word/phrase blocklist, one per line")
     blocklist_domains: str = flag("data/blocklist_domains.txt", "domain blocklist, one per line (subdomains too)")
@@ -46,6 +50,10 @@ class CleanConfig:
     decontam: str = flag("", "comma-separated evaluation files or folders (JSONL, JSON, CSV, text, .gz/.bz2); "
                              "empty: no decontamination")
     decontam_ngram: int = flag(13, "n-gram length (words) for test-set overlap")
+    decontam_question: str = flag("", "JSON field of an evaluation item's question: only n-grams spanning it and "
+                                      "the rest of the item count (a page quoting a question with its answer is "
+                                      "contaminated, one quoting text a question quotes is not); empty: every "
+                                      "n-gram of the item")
     decontam_mode: str = flag("remove", "remove contaminated documents, or flag them (field 'contaminated')")
     exact_dedup: bool = flag(True, "drop exact duplicates of normalised text")
     near_dedup: bool = flag(True, "drop MinHash near-duplicates")
@@ -79,10 +87,12 @@ def build_steps(cfg: CleanConfig) -> Steps:
         raise DataError(f"--decontam-mode must be remove or flag, not {cfg.decontam_mode!r}")
     decontam_paths = [p.strip() for p in cfg.decontam.split(",") if p.strip()]
     return Steps(
+        remove_boilerplate=cfg.boilerplate,
         blocklist=Blocklist.from_files(_resource(cfg.blocklist_words), _resource(cfg.blocklist_domains),
                                        cfg.blocklist_min_hits) if cfg.content else None,
         gopher=GopherRules(skip=skip) if cfg.quality else None,
-        decontaminator=Decontaminator.from_paths(decontam_paths, cfg.decontam_ngram) if decontam_paths else None,
+        decontaminator=Decontaminator.from_paths(decontam_paths, cfg.decontam_ngram, question=cfg.decontam_question)
+        if decontam_paths else None,
         decontam_mode=cfg.decontam_mode, exact_dedup=cfg.exact_dedup, near_dedup=cfg.near_dedup,
         num_perm=cfg.num_perm, threshold=cfg.threshold, ngram=cfg.ngram, seed=cfg.seed)
 
@@ -96,7 +106,7 @@ def main(argv=None):
         print(f"decontamination: {len(d)} distinct {d.n}-grams from "
               + ", ".join(f"{name} ({d.items[name]} items)" for name in d.names))
     inputs = [p.strip() for p in cfg.input.split(",") if p.strip()]
-    if inputs == ["data/tinyworld/web.jsonl"] and not Path(inputs[0]).exists():
+    if inputs == ["data/tinyworld/crawl.warc.gz"] and not Path(inputs[0]).exists():
         raise FileNotFoundError(f"{inputs[0]}: no such file (make the built-in world with python data/tinyworld.py)")
     report = clean(inputs, cfg.out, steps, workers=cfg.workers, chunk_docs=cfg.chunk_docs, strict=cfg.strict,
                    txt_split=cfg.txt_split, progress=cfg.progress)

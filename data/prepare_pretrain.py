@@ -6,6 +6,8 @@ trained on the training documents (the built-in default world uses this); ``--to
 
     python data/prepare_pretrain.py                                   # the built-in world -> data/tinyworld/tokens
     python data/prepare_pretrain.py --input ../shared/data/tinystories --tokenizer gpt2 --out data/tinystories
+    python data/prepare_pretrain.py --input more.jsonl --tokenizer data/tinyworld/tokens --val-input held.jsonl \
+        --out /tmp/more       # another corpus in the same tokens, validated on a fixed held-out set
 
 meta.json records the tokenizer (it travels with the data and into every checkpoint), token counts, and the unigram
 entropy of the training tokens: the loss of a model that knows token frequencies and nothing else, the bar a trained
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nanotrain.cli import flag, parse_config
-from nanotrain.data import read_texts
+from nanotrain.data import read_texts, token_meta
 from nanotrain.errors import DataError, run_script
 from nanotrain.tokenizer import Tokenizer
 
@@ -31,9 +33,12 @@ from nanotrain.tokenizer import Tokenizer
 class PrepareConfig:
     input: str = flag("data/tinyworld/pretrain.jsonl", "comma-separated files or folders (.txt, .jsonl, .jsonl.gz)")
     out: str = flag("data/tinyworld/tokens", "output folder for train.bin, val.bin, meta.json")
-    tokenizer: str = flag("bpe", "bpe (train a small BPE on this data) | gpt2 (GPT-2's BPE)")
+    tokenizer: str = flag("bpe", "bpe (train a small BPE on this data) | gpt2 (GPT-2's BPE) | a token folder whose "
+                                 "tokenizer to reuse (its meta.json)")
     vocab_size: int = flag(4096, "size of the trained BPE, special tokens included")
     val_fraction: float = flag(0.01, "fraction of documents held out for validation")
+    val_input: str = flag("", "files or folders whose documents are the validation set (then --input is all "
+                              "training and --val-fraction is unused)")
     seed: int = flag(0, "seed for the train/validation split")
 
 
@@ -82,20 +87,28 @@ def unigram_entropy(tokens: np.ndarray, n_vocab: int) -> float:
 def prepare(cfg: PrepareConfig) -> dict:
     t0 = time.perf_counter()
     docs = load_documents(input_files(cfg.input))
-    if len(docs) < 2:
-        raise DataError(f"{cfg.input}: need at least 2 non-empty documents, found {len(docs)}")
-    order = np.random.default_rng(cfg.seed).permutation(len(docs))
-    n_val = max(1, int(len(docs) * cfg.val_fraction))
-    val_docs = [docs[i] for i in order[:n_val]]
-    train_docs = [docs[i] for i in order[n_val:]]
+    if cfg.val_input:
+        train_docs, val_docs = docs, load_documents(input_files(cfg.val_input))
+        if not train_docs or not val_docs:
+            raise DataError(f"{cfg.input} / {cfg.val_input}: need training and validation documents, found "
+                            f"{len(train_docs)} and {len(val_docs)}")
+    else:
+        if len(docs) < 2:
+            raise DataError(f"{cfg.input}: need at least 2 non-empty documents, found {len(docs)}")
+        order = np.random.default_rng(cfg.seed).permutation(len(docs))
+        n_val = max(1, int(len(docs) * cfg.val_fraction))
+        val_docs = [docs[i] for i in order[:n_val]]
+        train_docs = [docs[i] for i in order[n_val:]]
 
     if cfg.tokenizer == "gpt2":
         tok = Tokenizer.gpt2()
     elif cfg.tokenizer == "bpe":
         print(f"training a {cfg.vocab_size}-token BPE on {len(train_docs)} documents ...")
         tok = Tokenizer.train(train_docs, cfg.vocab_size)
+    elif Path(cfg.tokenizer).is_dir():
+        tok = Tokenizer.from_dict(token_meta(cfg.tokenizer)["tokenizer"])
     else:
-        raise DataError(f"--tokenizer must be bpe or gpt2, not {cfg.tokenizer!r}")
+        raise DataError(f"--tokenizer must be bpe, gpt2 or a token folder, not {cfg.tokenizer!r}")
     assert tok.n_vocab < 2 ** 16, "uint16 token files need a vocabulary under 65536"
 
     out = Path(cfg.out)
@@ -111,7 +124,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     meta = {"tokenizer": tok.to_dict(), "n_vocab": tok.n_vocab, "train_tokens": counts["train"],
             "val_tokens": counts["val"], "train_docs": len(train_docs), "val_docs": len(val_docs),
             "unigram_entropy": entropy, "chars_per_token": sum(map(len, docs)) / sum(counts.values()),
-            "input": cfg.input}
+            "input": cfg.input, **({"val_input": cfg.val_input} if cfg.val_input else {})}
     (out / "meta.json").write_text(json.dumps(meta))
     print(f"{out}: {counts['train']:,} train / {counts['val']:,} val tokens ({tok.name}, vocab {tok.n_vocab}), "
           f"{meta['chars_per_token']:.2f} chars/token, unigram entropy {entropy:.3f} nats "

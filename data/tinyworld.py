@@ -4,15 +4,17 @@
     python data/tinyworld.py --out /tmp/tw --seed 1 --scale 0.1 --people 40
     python data/tinyworld.py --help                           # every size flag with its default
 
-Prints what it made: entities, facts, and per file the records and GPT-2 tokens (r50k_base via tiktoken;
-set TIKTOKEN_CACHE_DIR to a folder holding its BPE file when offline, else it falls back to characters / 4).
+Prints what it made: entities, facts, per file the records and GPT-2 tokens (r50k_base via tiktoken; set
+TIKTOKEN_CACHE_DIR to a folder holding its BPE file when offline, else it falls back to characters / 4), and the
+web crawl's pages per kind.
 """
 import time
+from collections import Counter
 from pathlib import Path
 
 from nanotrain.cli import parse_config
 from nanotrain.errors import run_script
-from nanotrain.tinyworld.generate import write_world
+from nanotrain.tinyworld.generate import CRAWL, write_world
 from nanotrain.tinyworld.world import PERSON_FACTS, World, WorldConfig
 
 
@@ -50,8 +52,12 @@ def main(argv=None):
     print(f"  {len(w.people)} people ({len(w.split('A'))} in split A, {len(w.split('B'))} in split B), "
           f"{len(w.animals)} pets, {len(w.towns)} towns, {n_facts} facts")
     count, unit = token_counter()
+    pages = files.pop("crawl")
     for stem, records in files.items():
         print(f"  {stem + '.jsonl':24s} {len(records):7d} records {count(texts(records)):10,d} {unit}")
+    kinds = Counter(pg.kind for pg in pages)
+    print(f"  {CRAWL:24s} {len(pages):7d} pages    {(Path(cfg.out) / CRAWL).stat().st_size / 2**20:10.1f} MiB: "
+          + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     print(f"  total {time.time() - t0:.1f}s")
 
 

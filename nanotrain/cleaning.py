@@ -7,6 +7,10 @@ deduplication, so that when a contaminated copy and a clean copy of a page exist
 
 - ``Decontaminator``: 13-gram overlap with evaluation sets (the GPT-3 paper's test, Brown et al. 2020, sec. 4 and
   appendix C): a document sharing any normalised 13-word sequence with an evaluation item is removed or flagged.
+  Given the field that holds an item's question, only the n-grams that span the question and the rest of the item
+  (its answer) count: a page quoting a question with its answer is contaminated, a page quoting text that a question
+  or an answer also quotes is not (the built-in world's "retell" questions quote stories told in pretraining text,
+  and whole 8-grams of their templates occur in thousands of its documents).
 - ``exact_key``: the text normalised (Unicode NFKC, case-folded, white space collapsed) and hashed; the first
   document with a key is kept.
 - ``clean``: the whole pipeline. Pass 1 streams the documents in chunks (per-document work in ``--workers``
@@ -69,19 +73,28 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8", errors="replace")
 
 
-def eval_items(path: Path) -> list[str]:
-    """The items of an evaluation file: one per JSONL record, JSON array element or CSV row (all their strings
-    together), or one per non-empty line of a text file (.txt, .bz2, .gz)."""
+def _item(record, question: str) -> tuple[str, str]:
+    """(question, the rest) of a JSON record: its ``question`` field and its other strings; without that field,
+    (all its strings, "")."""
+    if question and isinstance(record, dict) and isinstance(record.get(question), str):
+        return record[question], "\n".join(_strings({k: v for k, v in record.items() if k != question}))
+    return "\n".join(_strings(record)), ""
+
+
+def eval_items(path: Path, question: str = "") -> list[tuple[str, str]]:
+    """The items of an evaluation file as (question, rest) pairs: one per JSONL record or JSON array element (the
+    ``question`` field, and the other strings; without it, all strings and ""), CSV row or non-empty line of a text
+    file (.txt, .bz2, .gz) (the whole of it, and "")."""
     base = path.name.removesuffix(".gz").removesuffix(".bz2")
     with _open_text(path) as f:
         if base.endswith(".jsonl"):
-            return ["\n".join(_strings(json.loads(line))) for line in f if line.strip()]
+            return [_item(json.loads(line), question) for line in f if line.strip()]
         if base.endswith(".json"):
             data = json.load(f)
-            return ["\n".join(_strings(r)) for r in (data if isinstance(data, list) else [data])]
+            return [_item(r, question) for r in (data if isinstance(data, list) else [data])]
         if base.endswith(".csv"):
-            return ["\n".join(row) for row in csv.reader(io.StringIO(f.read()))]
-        return [line for line in f if line.strip()]
+            return [("\n".join(row), "") for row in csv.reader(io.StringIO(f.read()))]
+        return [(line, "") for line in f if line.strip()]
 
 
 class Decontaminator:
@@ -95,9 +108,16 @@ class Decontaminator:
         self._grams = np.zeros(0, dtype=np.uint64)  # sorted, unique
         self._source = np.zeros(0, dtype=np.int32)  # index into names: the first set that has each n-gram
 
-    def add(self, name: str, items: list[str]) -> None:
-        words, offsets = word_hashes(items)
-        grams, _ = ngram_hashes(words, offsets, self.n, short_docs=False)  # an item under n words adds nothing
+    def add(self, name: str, items: list[tuple[str, str]]) -> None:
+        """Add an evaluation set's (question, rest) items: the n-grams of question + rest that span both (all of
+        them when rest is empty)."""
+        words, offsets = word_hashes([f"{q}\n{rest}" if rest else q for q, rest in items])
+        grams, gram_offsets = ngram_hashes(words, offsets, self.n, short_docs=False)  # under n words: nothing
+        per_item = np.diff(gram_offsets)
+        start = np.arange(len(grams)) - np.repeat(gram_offsets[:-1], per_item)  # each n-gram's first word in its item
+        q = np.repeat(np.diff(word_hashes([q for q, _ in items])[1]), per_item)  # its item's question words
+        whole = np.repeat([not rest for _, rest in items], per_item)
+        grams = grams[whole | ((start < q) & (start + self.n > q))]
         self.names.append(name)
         self.items[name] += len(items)
         grams = np.concatenate([self._grams, grams])
@@ -107,8 +127,9 @@ class Decontaminator:
         self._source = source[first]
 
     @classmethod
-    def from_paths(cls, paths: list[str], n: int = 13, min_matches: int = 1) -> "Decontaminator":
-        """Read evaluation files, or every file in evaluation folders (named by their path under the folder)."""
+    def from_paths(cls, paths: list[str], n: int = 13, min_matches: int = 1, question: str = "") -> "Decontaminator":
+        """Read evaluation files, or every file in evaluation folders (named by their path under the folder);
+        ``question``: the JSON field holding an item's question (see the module docstring)."""
         dec = cls(n, min_matches)
         for p in map(Path, paths):
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
@@ -117,7 +138,7 @@ class Decontaminator:
             for f in files:
                 if f.name.lower().startswith("readme"):
                     continue
-                dec.add(str(f.relative_to(p.parent)), eval_items(f))
+                dec.add(str(f.relative_to(p.parent)), eval_items(f, question))
         return dec
 
     def __len__(self) -> int:
@@ -160,6 +181,7 @@ def exact_key(text: str) -> bytes:
 @dataclass
 class Steps:
     """What the pipeline does; a step set to None / False is skipped (HTML extraction always runs)."""
+    remove_boilerplate: bool = True  # HTML extraction drops the page chrome (nanotrain.extract.html_to_text)
     blocklist: Blocklist | None = None
     gopher: GopherRules | None = field(default_factory=GopherRules)
     decontaminator: Decontaminator | None = None
@@ -186,7 +208,7 @@ def process_chunk(docs: list[Doc], steps: Steps) -> list[Outcome]:
     out = [Outcome() for _ in docs]
     for doc, o in zip(docs, out):
         if doc.html is not None:
-            doc.record["text"], doc.html = html_to_text(doc.html), None
+            doc.record["text"], doc.html = html_to_text(doc.html, steps.remove_boilerplate), None
         text = doc.record["text"]
         if not text.strip():
             o.step, o.reason = "extract", Reason("no_text")

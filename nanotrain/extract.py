@@ -1,16 +1,19 @@
 """Text extraction and input reading for the cleaning pipeline: HTML -> text, a WARC reader, and document readers
 for .txt, JSONL(.gz), WARC(.gz) and .html files, which report bad input instead of stopping on it.
 
-- ``html_to_text``: the standard library's HTMLParser; the text of script, style, nav, footer, form (and a few
-  more non-content elements) is dropped, and that of a header unless it is long; block elements become line or
-  paragraph breaks.
+- ``html_to_text``: the standard library's HTMLParser; block elements become line or paragraph breaks. The text of
+  invisible elements (script, style, head, ...) is always dropped; with ``remove_boilerplate`` (the default) so is
+  the page chrome: nav, footer, aside, form, a header unless it is long, and containers whose class, id or ARIA
+  role names chrome (cookie banners, share bars, related links, breadcrumbs, comments: Mozilla Readability's
+  "unlikely candidates" test). ``remove_boilerplate=False`` keeps every visible text, as a naive extractor would.
 - ``iter_warc``: WARC/1.0 and 1.1 records from a (multi-member gzip) WARC file. A corrupt record (wrong
   Content-Length, block cut short, garbled header, damaged gzip member) is reported and skipped, and reading
   resynchronises on the next "WARC/1." header, so it costs that record only. ``warc_html_pages`` keeps the HTTP
   responses whose payload is HTML, with the HTTP chunked transfer and gzip/deflate content encodings undone.
 - ``read_documents``: every document of a list of files or folders, each with its origin ("file:line", or
   "file#record" for WARC). Invalid UTF-8, a truncated gzip, a malformed JSON line or a record without a "text"
-  string is recorded as an ``Issue`` (file, line, what) and reading goes on, unless ``strict``.
+  string is recorded as an ``Issue`` (file, line, what) and reading goes on, unless ``strict``. A WARC record's
+  ``WARC-Tinyworld-<Name>`` headers (the true kind of a generated page, outside its text) become record fields.
 
     from nanotrain.extract import read_documents
     issues = []
@@ -33,35 +36,67 @@ from nanotrain.errors import DataError
 # ---------------------------------------------------------------------------------------------------------------
 # HTML -> text
 
-# Elements whose content is not the page's text: code, styling, navigation and page chrome, forms, embedded media.
-SKIP_TAGS = {"script", "style", "noscript", "template", "head", "nav", "footer", "aside", "form",
-             "button", "select", "textarea", "svg", "math", "iframe", "object", "canvas"}
+# Elements whose content is never shown as text: code, styling, embedded media.
+INVISIBLE_TAGS = {"script", "style", "noscript", "template", "head", "svg", "math", "iframe", "object", "canvas"}
+# Page chrome: navigation, footers, side boxes, forms and their controls.
+CHROME_TAGS = {"nav", "footer", "aside", "form", "button", "select", "textarea"}
 # A <header> is page chrome (logo, menu, search) too, but some site builders put a whole article in one, so a
 # header's text is kept when it is long enough to be content.
 HEADER_MIN_WORDS = 50
+# Chrome in plain containers (<div class="cookie-banner">): Mozilla Readability's test for elements unlikely to be
+# content (Readability.js, REGEXPS.unlikelyCandidates / okMaybeItsACandidate, and its unlikely ARIA roles) plus
+# "cookie" and "share", matched against the words of the class and id ("cookie-banner": cookie, banner) rather than
+# as substrings, which would take "uui-heroheader08_component" (commoncrawl.org's whole page) for a header.
+UNLIKELY = {"ad", "ai2html", "banner", "breadcrumb", "breadcrumbs", "combx", "comment", "comments", "community",
+            "cookie", "cookies", "disqus", "extra", "footer", "gdpr", "header", "legends", "menu", "related", "remark",
+            "replies", "rss", "share", "sharing", "shoutbox", "sidebar", "skyscraper", "social", "sponsor",
+            "supplemental", "agegate", "pagination", "pager", "popup"}
+MAYBE_CONTENT = {"and", "article", "body", "column", "content", "main", "mathjax", "shadow"}
+UNLIKELY_ROLES = {"menu", "menubar", "complementary", "navigation", "alert", "alertdialog", "dialog"}
+_NAME_WORDS = re.compile(r"[a-z]+")
+# Only elements whose end tag HTML requires, so that the skipped part always ends.
+CONTAINER_TAGS = {"div", "section", "ul", "ol", "dl", "table", "span", "details", "dialog", "figure"}
 # Elements that start a new paragraph (blank line) or a new line.
-PARAGRAPH_TAGS = {"p", "div", "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "dl",
-                  "table", "blockquote", "pre", "figure", "figcaption", "hr", "address", "details", "summary",
-                  "fieldset", "center", "body"}
+PARAGRAPH_TAGS = {"p", "div", "section", "article", "main", "header", "nav", "footer", "aside", "form", "h1", "h2",
+                  "h3", "h4", "h5", "h6", "ul", "ol", "dl", "table", "blockquote", "pre", "figure", "figcaption", "hr",
+                  "address", "details", "summary", "fieldset", "center", "body"}
 LINE_TAGS = {"br", "li", "tr", "dt", "dd", "caption", "option"}
 CELL_TAGS = {"td", "th"}
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
+def _is_chrome(attrs) -> bool:
+    """Readability's test: class and id name something unlikely to be content, and nothing likely; or an ARIA role
+    of page chrome."""
+    a = dict(attrs)
+    words = set(_NAME_WORDS.findall(f"{a.get('class') or ''} {a.get('id') or ''}".lower()))
+    return bool(words & UNLIKELY and not words & MAYBE_CONTENT) or (a.get("role") or "") in UNLIKELY_ROLES
+
+
 class _TextExtractor(HTMLParser):
-    def __init__(self):
+    def __init__(self, remove_boilerplate: bool = True, chrome_names: bool = True):
         super().__init__(convert_charrefs=True)  # &amp; &#8217; ... arrive already decoded in handle_data
+        self.remove_boilerplate = remove_boilerplate
+        self.chrome_names = remove_boilerplate and chrome_names
+        self.chrome_seen = False  # a container was skipped for its class/id/role
+        self.skip_tags = INVISIBLE_TAGS | CHROME_TAGS if remove_boilerplate else INVISIBLE_TAGS
         self.parts: list[str] = []
-        self.skip_depth = 0  # > 0 while inside a SKIP_TAGS element
+        self.skip_depth = 0  # > 0 while inside a skipped element
         self.pre_depth = 0   # > 0 inside <pre>: its line breaks are content
         self.headers: list[int] = []  # where in self.parts each open <header> began
+        self.chrome_tag, self.chrome_depth = None, 0  # the container skipped for its class/role, and its nesting
 
     def handle_starttag(self, tag, attrs):
-        if tag in SKIP_TAGS and tag not in VOID_TAGS:
+        if tag == self.chrome_tag:
+            self.chrome_depth += 1
+        if tag in self.skip_tags and tag not in VOID_TAGS:
+            self.skip_depth += 1
+        elif self.chrome_names and not self.skip_depth and tag in CONTAINER_TAGS and attrs and _is_chrome(attrs):
+            self.chrome_tag, self.chrome_depth, self.chrome_seen = tag, 1, True
             self.skip_depth += 1
         elif tag == "pre":
             self.pre_depth += 1
-        elif tag == "header" and not self.skip_depth:
+        elif tag == "header" and self.remove_boilerplate and not self.skip_depth:
             self.headers.append(len(self.parts))
         self._break(tag)
 
@@ -69,7 +104,12 @@ class _TextExtractor(HTMLParser):
         self._break(tag)
 
     def handle_endtag(self, tag):
-        if tag in SKIP_TAGS:
+        if tag == self.chrome_tag:
+            self.chrome_depth -= 1
+            if self.chrome_depth == 0:
+                self.chrome_tag = None
+                self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag in self.skip_tags:
             self.skip_depth = max(0, self.skip_depth - 1)
         elif tag == "pre":
             self.pre_depth = max(0, self.pre_depth - 1)
@@ -98,13 +138,18 @@ class _TextExtractor(HTMLParser):
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML page: paragraphs separated by a blank line, white space inside lines collapsed."""
-    parser = _TextExtractor()
+def html_to_text(html: str, remove_boilerplate: bool = True, chrome_names: bool = True) -> str:
+    """The visible text of an HTML page without its chrome (or with it: ``remove_boilerplate=False``): paragraphs
+    separated by a blank line, white space inside lines collapsed. ``chrome_names=False`` keeps the containers
+    named like chrome (the retry when skipping them leaves no text)."""
+    parser = _TextExtractor(remove_boilerplate, chrome_names)
     parser.feed(html)
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
-    return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+    text = _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+    if not text and parser.chrome_seen:  # all of it in containers named like chrome: keep them (Readability, too,
+        return html_to_text(html, remove_boilerplate, chrome_names=False)  # retries when it finds too little)
+    return text
 
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
@@ -433,6 +478,9 @@ class Doc:
 
 
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".warc", ".warc.gz", ".html", ".htm")
+# WARC headers "WARC-Tinyworld-<Name>: value" become the record's field <name>: a generated crawl's truth about each
+# page (its kind, for nanotrain/truth_scores.py), carried outside the text; the cleaning steps never read them.
+LABEL_HEADER = "warc-tinyworld-"
 
 
 def input_files(paths: list[str]) -> list[Path]:
@@ -520,7 +568,8 @@ def read_documents(paths: list[str], issues: list, strict: bool = False, txt_spl
             yield from _read_jsonl(path, issues, strict)
         elif name.endswith((".warc", ".warc.gz")):
             for rec, html in warc_html_pages(path, issues, strict, warc_counts):
-                yield Doc({"text": "", "url": rec.url, "date": rec.headers.get("warc-date", "")},
+                labels = {k[len(LABEL_HEADER):]: v for k, v in rec.headers.items() if k.startswith(LABEL_HEADER)}
+                yield Doc({"text": "", "url": rec.url, "date": rec.headers.get("warc-date", ""), **labels},
                           f"{path}#{rec.number}", html=html)
         elif name.endswith((".html", ".htm")):
             yield Doc({"text": ""}, f"{path}:1", html=decode_html(path.read_bytes()))

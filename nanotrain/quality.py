@@ -15,7 +15,17 @@ Every check is a plain function of one document that returns ``None`` (keep) or 
 Definitions (the paper gives the thresholds; the exact counting below is ours, and every metric is computed on
 the same word list):
 - words: white-space separated tokens with leading/trailing punctuation stripped; tokens that are only
-  punctuation ("-", "...", "|") are symbols, not words.
+  punctuation ("-", "...", "|") are symbols, not words. Chinese and Japanese are written without spaces, so there
+  every Han or kana character is a word of its own ("Tina住在Junebury。" is 4 words: Tina 住 在 Junebury, the full
+  stop being punctuation); otherwise a whole Chinese page would be one or two "words" and fail min_words.
+- CJK text (at least half of its words are Han or kana characters): Gopher's MassiveWeb kept English pages only (a
+  language filter ran first), and its thresholds were set on English words. Here Chinese pages stay, so the rules
+  that assume English words are measured but always pass on CJK text: mean word length (a character-word is one
+  long), stop words (English ones), and the word n-gram repetition rules (a character n-gram is a shorter, more
+  often repeated unit than a word n-gram: the built-in world's clean Chinese pages fail them four times as often as
+  its English ones; FineWeb-2 sets such thresholds per language, and there are no Chinese ones here to calibrate
+  on). Word count (in characters), symbols, bullets, ellipses, alphabetic words and duplicate lines and paragraphs
+  judge CJK text as any other.
 - lines: the non-empty lines of the text; paragraphs: the non-empty blocks between blank lines.
 - the stop word rule counts different words of Gopher's list, in any case ("The ... the" is one): the paper asks
   for documents that "contain at least two of the following English words".
@@ -104,7 +114,11 @@ def content_filter(text: str, url: str | None, blocklist: Blocklist) -> Reason |
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list, A.1.1
 BULLETS = ("•", "●", "◦", "▪", "‣", "-", "*")
 ELLIPSES = ("...", "…")
-_PUNCT = string.punctuation + "“”‘’«»—–…·•"
+_PUNCT = string.punctuation + "“”‘’«»—–…·•" + "。，、；：？！「」『』（）《》【】〈〉〔〕．"  # + CJK punctuation
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # kana and Han ideographs: scripts without spaces
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_CJK_STOPS = "\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"  # CJK and full-width punctuation
+_CJK_SPLIT = re.compile(f"[{_CJK}]|[^{_CJK}{_CJK_STOPS}]+")  # one CJK character, or a run of anything else
 _MIX = splitmix64(0x60F7, 16) | np.uint64(1)  # odd multipliers, one per position inside an n-gram
 _HAS_LETTER = re.compile(r"[^\W\d_]")  # a Unicode letter: a word character that is not a digit or underscore
 
@@ -146,8 +160,21 @@ class GopherRules:
 
 
 def words_of(text: str) -> list[str]:
-    """White-space tokens with surrounding punctuation stripped; pure-punctuation tokens dropped."""
-    return [w for w in (tok.strip(_PUNCT) for tok in text.split()) if w]
+    """White-space tokens with surrounding punctuation stripped; pure-punctuation tokens dropped. Inside a token,
+    every Han or kana character is a word of its own (see the module docstring)."""
+    if not _CJK_CHAR.search(text):
+        return [w for w in (tok.strip(_PUNCT) for tok in text.split()) if w]
+    return [w for tok in text.split() for part in _CJK_SPLIT.findall(tok) if (w := part.strip(_PUNCT))]
+
+
+def english_only(rule: str) -> bool:
+    """The rules CJK text always passes (see the module docstring)."""
+    return rule in ("min_mean_word_length", "max_mean_word_length", "min_stop_words") or rule.endswith("gram_chars")
+
+
+def is_cjk(words: list[str]) -> bool:
+    """At least half of the words are single Han or kana characters: Chinese or Japanese text."""
+    return 2 * sum(len(w) == 1 and bool(_CJK_CHAR.match(w)) for w in words) >= len(words) > 0
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -213,10 +240,17 @@ def dup_ngram_char_fraction(ng: WordNgrams, n: int) -> float:
 
 def gopher_measures(text: str, rules: GopherRules) -> Iterator[tuple[str, float, Reason | None]]:
     """Each switched-on Gopher rule in the paper's order (quality filter, then repetition removal): (rule, the
-    document's value, the Reason if it fails the rule, else None). Lazy, so that ``gopher_quality`` stops at the
-    first failure and a short page never has its n-grams counted; bench/bench_gopher_datatrove.py reads them all."""
-    r = rules
+    document's value, the Reason if it fails the rule, else None; CJK text passes the English-only rules). Lazy, so
+    that ``gopher_quality`` stops at the first failure and a short page never has its n-grams counted;
+    bench/bench_gopher_datatrove.py reads them all."""
     words = words_of(text)
+    cjk = is_cjk(words)
+    for rule, value, reason in _measures(text, words, rules):
+        yield rule, value, None if cjk and english_only(rule) else reason
+
+
+def _measures(text: str, words: list[str], rules: GopherRules) -> Iterator[tuple[str, float, Reason | None]]:
+    r = rules
     n = len(words)
     if r.on("min_words", r.min_words):
         yield "min_words", n, Reason("min_words", f"{n} < {r.min_words}") if n < r.min_words else None

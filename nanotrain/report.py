@@ -195,11 +195,12 @@ def write_report(out, world, timings: dict | None = None, total_s: float | None 
     clean = out / "clean" / "report.md"
     if clean.exists():
         text = clean.read_text()
-        if "## Documents per step" in text:
-            section = text[text.index("## Documents per step"):]
-            nxt = section.find("\n## ", 5)
-            lines += ["## Data cleaning (the generated web pages)", "",
-                      section[section.index("\n") + 1: nxt if nxt > 0 else None].strip(), ""]
+        for heading, title in (("## Documents per step", "## Data cleaning (the built-in world's web crawl)"),
+                               ("## Steps scored against the true kinds", "### Each step scored against the truth")):
+            if heading in text:
+                section = text[text.index(heading):]
+                nxt = section.find("\n## ", 5)
+                lines += [title, "", section[section.index("\n") + 1: nxt if nxt > 0 else None].strip(), ""]
     lines += ["## Time and memory", "", *timing_table(out, timings), ""]
     if total_s is not None:
         lines.append(f"Whole pipeline: {total_s / 60:.1f} minutes; peak resident memory of any stage: "

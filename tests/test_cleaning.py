@@ -15,7 +15,7 @@ from nanotrain.cleaning import Decontaminator, Steps, clean, eval_items, exact_k
 from nanotrain.errors import DataError
 from nanotrain.extract import Issue, html_to_text, http_response, iter_warc, read_documents, warc_html_pages
 from nanotrain.quality import (Blocklist, GopherRules, WordNgrams, content_filter, dup_ngram_char_fraction,
-                               gopher_quality, top_ngram_char_fraction, url_domain)
+                               gopher_quality, top_ngram_char_fraction, url_domain, words_of)
 
 # ---------------------------------------------------------------------------------------------------------------
 # HTML and WARC
@@ -45,6 +45,21 @@ def test_html_long_header_is_content_and_unclosed_tags_do_not_crash():
     assert html_to_text("<header><p>short</p></header><p>after</p>") == "after"
     assert html_to_text("<div><p>open <b>bold <i>both</div> tail") == "open bold both\n\ntail"
     assert html_to_text("") == ""
+
+
+def test_chrome_in_plain_containers_is_dropped_by_its_class_id_or_role():
+    page = ("<body><div class='cookie-banner'><p>We use cookies.</p><div>nested <div>deeper</div></div></div>"
+            "<div id='main-content'><p>Kept, 'content' saves it.</p></div><div class='social-share'>Share</div>"
+            "<section role='dialog'>Subscribe?</section><span class='uui-heroheader08_component'>Hero text</span>"
+            "<ul class='related-posts'><li>Read next</li></ul><p>After.</p></body>")
+    assert html_to_text(page) == "Kept, 'content' saves it.\n\nHero text\n\nAfter."  # heroheader is no 'header'
+    naive = html_to_text(page, remove_boilerplate=False)  # every visible text, chrome too
+    assert naive == ("We use cookies.\n\nnested\n\ndeeper\n\nKept, 'content' saves it.\n\nShare\n\nSubscribe?\n\n"
+                     "Hero text\n\nRead next\n\nAfter.")
+    assert html_to_text("<nav>Home</nav><footer>(c) Site</footer><p>Text</p>", remove_boilerplate=False) == \
+        "Home\n\n(c) Site\n\nText"
+    # a page whose whole text sits in a container named like chrome keeps it (Readability retries too)
+    assert html_to_text("<div class='sidebar'><p>All there is.</p></div><footer>x</footer>") == "All there is."
 
 
 def test_warc_reader_on_real_files(shared_data):
@@ -233,6 +248,21 @@ def test_ngram_fractions_match_a_naive_implementation():
             assert dup_ngram_char_fraction(ng, n) == pytest.approx(naive_dup_ngram(words, n))
 
 
+def test_chinese_words_are_characters_and_the_english_only_rules_pass_chinese_text():
+    assert words_of("Tina住在Junebury。她是一名老师！ (ok)") == ["Tina", "住", "在", "Junebury", "她", "是", "一", "名", "老",
+                                                                  "师", "ok"]
+    zh = ("Nadia住在Ashford。Nadia是一名老师，她每天都认真地工作。Nadia最喜欢的食物是面条。Nadia的好朋友是Omar，"
+          "他们常常一起去小河边散步很久。")  # 50 words: 46 Han characters and 4 names; no English stop word, 1.5 long
+    assert len(words_of(zh)) == 50 and gopher_quality(zh, GopherRules()) is None
+    assert gopher_quality(zh[:-2], GopherRules()).rule == "min_words"  # 49 words
+    for rule in ("min_mean_word_length", "min_stop_words", "dup_5gram_chars", "top_2gram_chars"):
+        assert verdict(zh * 3, rule)  # measured, but Chinese text passes them
+    assert not verdict("\n".join([zh] * 3), "max_dup_line_fraction")  # the language-neutral rules still judge it
+    # "Half of the words are Han or kana" makes a text CJK: an English page quoting a few characters is not
+    english = " ".join(unique_words(60)) + " 老师 你好"
+    assert gopher_quality(english, only("min_stop_words")).rule == "min_stop_words"
+
+
 def test_gopher_clean_prose_passes_and_the_first_failing_rule_is_reported():
     prose = ("The committee met on Tuesday to discuss the budget for the coming year. Members agreed that the "
              "library needs new shelves, and that the roof of the town hall has to be repaired before winter. "
@@ -287,6 +317,22 @@ def test_decontamination_finds_13_gram_overlaps_and_ignores_near_misses(tmp_path
     hits = dec.check(docs)
     assert hits[0] == (1, "evals/math.jsonl") and hits[1] is None and hits[2] is None and hits[3] is None
     assert hits[4][0] == len(words) - 12
+
+
+def test_decontamination_by_question_counts_only_ngrams_spanning_question_and_answer(tmp_path):
+    story = "One rainy Monday Lena took her red kite to the old bridge and flew it until dark."
+    items = [{"prompt": f"Retell this story: {story}", "answer": "Lena flew her kite.", "kind": "retell"},
+             {"prompt": "Where does Tom live?", "answer": "Tom lives in Ashford.", "kind": "town"}]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    docs = [f"A page that tells a story. {story} The end.",  # pretraining text a question quotes: not a leak
+            "Tom lives in Ashford. Tom is a baker.",  # an answer alone: not a leak
+            "Quiz answers: 1. Where does Tom live? Tom lives in Ashford.",  # question and answer together: a leak
+            f"{story} Lena flew her kite. And more."]  # the end of the question, then the answer: a leak
+    by_question = Decontaminator.from_paths([str(tmp_path / "eval.jsonl")], 8, question="prompt")
+    assert [h is not None for h in by_question.check(docs)] == [False, False, True, True]
+    whole = Decontaminator.from_paths([str(tmp_path / "eval.jsonl")], 8)  # every n-gram of the item
+    assert [h is not None for h in whole.check(docs)] == [True, False, True, True]
+    assert eval_items(tmp_path / "eval.jsonl", "prompt")[1] == ("Where does Tom live?", "Tom lives in Ashford.\ntown")
 
 
 def test_decontamination_reads_the_shared_evaluation_sets(shared_data):

@@ -1,6 +1,6 @@
 """pipeline.py: the real-data preset end to end at a tiny size on the samples in ../shared/data (every stage's real
-path: GPT-2 tokenizer, TinyStories text, LIMA instructions, HH-RLHF pairs for the reward model, DPO and PPO), and a
-second run that finds every stage up to date."""
+path: Common Crawl WARC pages cleaned, then GPT-2's tokenizer, LIMA instructions, HH-RLHF pairs for the reward
+model, DPO and PPO), and a second run that finds every stage up to date."""
 import json
 import subprocess
 import sys
@@ -13,7 +13,7 @@ from conftest import ROOT, script
 def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_data, tmp_path):
     out = tmp_path / "real"
     args = [sys.executable, "pipeline.py", "--preset", "real", "--tiny", "--out", str(out),
-            "--pretrain-data", str(shared_data / "tinystories" / "tinystories_valid_head.txt"),
+            "--pretrain-data", str(shared_data / "web_warc_dolma"),
             "--sft-data", str(shared_data / "lima" / "lima.json"),
             "--sft-val-data", str(shared_data / "dolly_sample" / "dolly_151.jsonl"),
             "--pref-data", str(shared_data / "hh_rlhf" / "helpful-base_test.jsonl.gz")]
@@ -23,9 +23,12 @@ def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_
                         ("rlhf_ppo", "rlhf")]:
         ck = torch.load(out / stage / "ckpt.pt", weights_only=True)
         assert ck["stage"] == kind and ck["tokenizer"]["name"] == "gpt2"
+    meta = json.loads((out / "tokens" / "meta.json").read_text())  # the cleaned pages were tokenized
+    assert meta["input"] == str(out / "clean" / "clean.jsonl") and (out / "clean" / "report.md").exists()
+    assert meta["train_docs"] + meta["val_docs"] == len((out / "clean" / "clean.jsonl").read_text().splitlines())
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0
-    assert again.stdout.count("up to date, skipped") == 7, again.stdout
+    assert again.stdout.count("up to date, skipped") == 8, again.stdout
 
 
 def test_a_stamp_covers_the_library_modules_the_script_imports():

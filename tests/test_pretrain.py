@@ -147,3 +147,26 @@ def test_checkpoint_from_the_wrong_stage_and_truncated_file(tiny_corpus, tmp_pat
         load_checkpoint(tmp_path / "missing.pt")
     r = run_cli("sample.py", "--init", str(tmp_path / "cut.pt"), "--prompt", "hi")
     assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_another_corpus_in_the_same_tokens_with_a_fixed_validation_set(tiny_corpus, tmp_path):
+    """prepare_pretrain.py --tokenizer FOLDER reuses that folder's tokenizer; --val-input fixes the validation set
+    (how bench/bench_cleaning.py compares corpora on one held-out text)."""
+    import numpy as np
+
+    from nanotrain.data import token_meta
+    from nanotrain.tokenizer import Tokenizer
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": f"Tom lives in Oakville {i}."}) + "\n"
+                                                  for i in range(5)))
+    (tmp_path / "val.jsonl").write_text(json.dumps({"text": "Mia's bicycle is red."}) + "\n")
+    prepare = script("data/prepare_pretrain.py")["main"]
+    meta = prepare(["--input", str(tmp_path / "train.jsonl"), "--val-input", str(tmp_path / "val.jsonl"),
+                    "--tokenizer", str(tiny_corpus), "--out", str(tmp_path / "tok")])
+    assert meta["tokenizer"] == token_meta(tiny_corpus)["tokenizer"] and (meta["train_docs"], meta["val_docs"]) == (5, 1)
+    tok = Tokenizer.from_dict(meta["tokenizer"])
+    val = np.fromfile(tmp_path / "tok" / "val.bin", dtype=np.uint16).tolist()
+    assert val == tok.encode("Mia's bicycle is red.") + [tok.eot]
+    r = run_cli("data/prepare_pretrain.py", "--input", str(tmp_path / "train.jsonl"), "--tokenizer", "nope",
+                "--out", str(tmp_path / "x"))
+    assert r.returncode == 1 and "a token folder" in r.stderr

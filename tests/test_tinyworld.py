@@ -14,7 +14,7 @@ from nanotrain.tinyworld import world as tw
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--scale", "0.05", "--people", "60", "--animals", "20", "--towns", "8"]
-FILES = ["world.json", "pretrain.jsonl", "web.jsonl", "sft_train.jsonl", "sft_val.jsonl",
+FILES = ["world.json", "pretrain.jsonl", "crawl.warc.gz", "sft_train.jsonl", "sft_val.jsonl",
          "prefs_helpful_train.jsonl", "prefs_helpful_val.jsonl", "prefs_safe_train.jsonl", "prefs_safe_val.jsonl",
          "feedback_train.jsonl", "eval_b.jsonl", "eval_zh.jsonl", "rl_prompts.jsonl", "eval_prompts.jsonl",
          "eval_harmful.jsonl", "eval_benign.jsonl", "eval_unknown.jsonl", "label_prompts.jsonl"]
@@ -55,7 +55,7 @@ def test_cli_prints_what_it_made(worlds):
     text = worlds[1]["a"]
     assert "60 people" in text and "20 pets" in text and "8 towns" in text
     for f in FILES[1:]:
-        assert re.search(rf"{re.escape(f)}\s+\d+ records\s+[\d,]+ ", text), f
+        assert re.search(rf"{re.escape(f)}\s+\d+ (records\s+[\d,]+ |pages\s+[\d.]+ MiB: clean \d+)", text), f
 
 
 def test_help_lists_every_flag_with_its_default():
@@ -75,7 +75,6 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(worlds):
 
 def test_record_schemas(world_dir):
     assert all(set(r) == {"text"} and r["text"] for r in load(world_dir, "pretrain"))
-    assert all({"text", "url"} <= set(r) for r in load(world_dir, "web"))
     for stem in ("sft_train", "sft_val"):
         for c in load(world_dir, stem):
             roles = [m["role"] for m in c["messages"]]
@@ -230,12 +229,3 @@ def test_feedback_is_unpaired_and_mixed(world_dir):
     for r in fb:
         per_prompt.setdefault(r["prompt"], []).append(r["label"])
     assert any(len(v) == 1 for v in per_prompt.values()) and any(len(v) == 2 for v in per_prompt.values())
-
-
-def test_web_has_junk_for_every_rule(world_dir):
-    pages = load(world_dir, "web")
-    assert set(tw.WEB_KINDS) == {p["kind"] for p in pages}
-    texts = [p["text"] for p in pages]
-    assert len(set(texts)) < len(texts)  # exact duplicates
-    assert any(any(b in t for b in tw.WEB_BLOCKLIST) for t in texts)
-    assert any("cookies" in t for t in texts)

@@ -7,7 +7,9 @@ stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the
     world.json                 entities and facts (+ the generator config and version); Gold rebuilds all from it
     pretrain.jsonl             {"text"}: encyclopedia passages, fact cards, stories; every fact in >= 6 English
                                wordings, plus a minority of documents in Chinese; people of both splits
-    web.jsonl                  {"text", "url", "kind"}: world text in boilerplate, duplicates and junk (cleaning demo)
+    crawl.warc.gz              the web crawl the pipeline cleans and pretrains on: every pretraining document in HTML
+                               pages with boilerplate, plus duplicates and junk, each page's true kind in a WARC header
+                               (web.py)
     sft_train/val.jsonl        {"messages": [{"role", "content"}, ...], "writer"}: questions and small tasks, split A
                                only, written by writers of mixed quality (writers.py)
     label_prompts.jsonl        prompts the labelling stage (data/label.py) has the SFT model answer and labellers rank
@@ -21,11 +23,11 @@ stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the
     rl_prompts.jsonl           {"prompt", "kind", "split", "harmful", "unknown"}: split A, 25% harmful, 15% their
                                harmless look-alikes, and 10% more that the world cannot answer
 Eval records: {"prompt", "answer" (the oracle's), "kind", "split", "lang", "harmful", "chance"}. No held-out
-prompt appears verbatim in any training file.
+prompt appears verbatim in any training file, except on the crawl's eval_leak pages, which decontamination removes.
 
-This module draws the world and renders pretrain.jsonl and web.jsonl; the chat tasks (every prompt with its oracle
-answer) are in tasks.py, every instruction / preference / feedback / evaluation file comes from chat.py
-(build_chat), and generate.py (write_world) writes them all next to world.json.
+This module draws the world and renders pretrain.jsonl; web.py puts those documents into the crawl; the chat tasks
+(every prompt with its oracle answer) are in tasks.py, every instruction / preference / feedback / evaluation file
+comes from chat.py (build_chat), and generate.py (write_world) writes them all next to world.json.
 
 People are split in two: split A appears in the instruction/preference data, split B only in pretraining, so a
 model that answers split-B questions must have stored those facts during pretraining.
@@ -58,7 +60,8 @@ class WorldConfig:
     scale: float = flag(1.0, "multiplies every size below; held-out eval sets only ever shrink with it")
     pretrain_docs: int = flag(14000, "pretraining documents (x scale); ~1.5M GPT-2 tokens at scale 1")
     zh_share: float = flag(0.12, "share of pretraining documents written in Chinese")
-    web_pages: int = flag(400, "pages in web.jsonl (x scale)")
+    crawl_junk: float = flag(1.0, "multiplies the rate of every junk kind of the web crawl (web.JUNK_RATES)")
+    leak_share: float = flag(0.5, "share of the eval_b / eval_prompts questions the crawl leaks with their answers")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
     sft_unknown: float = flag(0.04, "share of SFT conversations that ask what the world cannot answer")
@@ -126,9 +129,7 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 3  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl
-# Words a web-cleaning blocklist is expected to contain; some web pages carry one (kind "blocklist").
-WEB_BLOCKLIST = ("casino", "viagra", "xxx")
+VERSION = 4  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl
 
 
 @dataclass
@@ -408,67 +409,3 @@ def pretrain_docs(w: World, cfg: WorldConfig) -> list[str]:
         docs.append("\n\n".join(parts))
     rng.shuffle(docs)
     return docs
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The web corpus: world text in boilerplate, plus one kind of junk for every cleaning rule. Each page carries
-# its "kind" so the cleaning demo can report what each rule removed (a cleaner should read only "text").
-
-NAV = ["Home | News | Towns | Pets | About | Contact", "Skip to main content", "Menu  Search  Log in"]
-FOOTER = ["We use cookies to improve your experience. Accept all cookies.", "© 2024 Tinyworld Gazette. All rights reserved.",
-          "Privacy policy | Terms of use | Sitemap"]
-WEB_KINDS = {"clean": 44, "exact_dup": 8, "near_dup": 8, "spam": 6, "short": 6, "symbols": 5, "blocklist": 5,
-             "lorem": 4, "code": 4, "repeated_lines": 4, "ellipsis": 3, "zh": 3}
-
-
-def web_pages(w: World, cfg: WorldConfig) -> list[dict]:
-    rng = random.Random(f"tinyworld-{cfg.seed}-web")
-    n = cfg.n(cfg.web_pages)
-    kinds = [k for k, share in WEB_KINDS.items() for _ in range(max(1, round(n * share / 100)))]
-    pages, clean = [], []
-
-    def body(zh=False):
-        p = rng.choice(w.people)
-        paras = [bio(w, p, zh, rng), rng.choice(STORIES_ZH if zh else STORIES_EN).format(**story_slots(w, p, rng)),
-                 town_passage(w, p.town, zh, rng)]
-        return "\n\n".join(paras[:rng.randint(2, 3)]), p
-
-    for i, kind in enumerate(sorted(kinds, key=lambda k: k != "clean")):  # clean pages first: dups copy them
-        url = f"https://{rng.choice(['tinyworld-gazette', 'town-news', 'pets-weekly'])}.example/{i:04d}.html"
-        if kind == "clean" or kind == "zh":
-            text, p = body(kind == "zh")
-            text = "\n".join(rng.sample(NAV, 2)) + "\n\n" + text + "\n\n" + "\n".join(rng.sample(FOOTER, 2))
-            if kind == "clean":
-                clean.append(text)
-        elif kind == "exact_dup":
-            text = rng.choice(clean)
-        elif kind == "near_dup":  # a re-crawl: one word edited and an "updated" line (word-shingle Jaccard ~0.9)
-            words = rng.choice(clean).split(" ")
-            words[rng.randrange(len(words))] = rng.choice(["really", "quite", "very", "indeed"])
-            text = " ".join(words) + f"\nUpdated on {rng.choice(list(DAYS))}."
-        elif kind == "spam":
-            p = rng.choice(w.people)
-            kw = [f"cheap {p.item}", f"best {p.item} deals", f"buy {p.item} now", f"{p.item} sale {p.town}"]
-            text = " ".join(rng.choice(kw) for _ in range(rng.randint(40, 80))) + " CLICK HERE!!!"
-            url = f"http://best-deals-4u.example/{p.item}-{i}"
-        elif kind == "short":
-            text = rng.choice(["Click here.", "Page not found.", "Loading...", "Subscribe now!", "Next page >>"])
-        elif kind == "symbols":
-            text = " ".join("".join(rng.choice("#$%&*@!^~<>{}[]|=+") for _ in range(rng.randint(3, 9)))
-                            for _ in range(rng.randint(30, 60)))
-        elif kind == "blocklist":
-            text, p = body()
-            text += f"\n\nWin big at the online {rng.choice(WEB_BLOCKLIST)} tonight!"
-        elif kind == "lorem":
-            text = " ".join(["Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor."] * rng.randint(3, 8))
-        elif kind == "code":
-            text = ("function track(user) {\n  var id = document.cookie;\n  if (id) { send(id); }\n}\n"
-                    "window.onload = function() { track(window.user); };\n") * rng.randint(2, 4)
-        elif kind == "repeated_lines":
-            text, _ = body()
-            text = "\n".join([text.split("\n")[0]] * rng.randint(8, 15))
-        else:  # ellipsis: lines cut off, as in scraped listings
-            text = "\n".join(s[:rng.randint(20, 40)] + "..." for s in body()[0].split(". ") if s)
-        pages.append({"text": text, "url": url, "kind": kind})
-    rng.shuffle(pages)
-    return pages

@@ -4,9 +4,9 @@
     python bench/win_rate_ceiling.py --policies out/rlhf_dpo/ckpt.pt --k 16
 
 train_rlhf.py's final evaluation answers the same held-out prompts (eval_limit of each of eval_prompts,
-eval_harmful and eval_benign) greedily with the policy and with the SFT model, and counts a win when the policy's
-answer has the higher gold helpfulness (ties count half: nanotrain.evaluate.win_rates). This bench puts three
-answers in the policy's place:
+eval_harmful, eval_benign and eval_unknown) greedily with the policy and with the SFT model, and counts a win
+when the policy's answer has the higher gold helpfulness (ties count half: nanotrain.evaluate.win_rates). This
+bench puts three answers in the policy's place:
 
     oracle        the generator's ideal answer to every prompt (gold.answer): the most any model can win, since
                   on the prompts where SFT already answers perfectly even the oracle only ties
@@ -28,12 +28,10 @@ import torch
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
-from nanotrain.evaluate import answer, load_eval, win_rates
+from nanotrain.evaluate import ALIGNMENT_FILES as FILES, answer, load_eval, win_rates  # FILES: as train_rlhf.py
 from nanotrain.tinyworld.gold import Gold
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies
-
-FILES = ("eval_prompts", "eval_harmful", "eval_benign")  # as train_rlhf.final_evaluation
 
 
 @dataclass

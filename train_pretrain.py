@@ -41,7 +41,7 @@ class PretrainConfig(TrainConfig):
     n_embd: int = flag(ARCH["tiny"]["n_embd"], "width (from scratch)")
     attn: str = flag("auto", "attention path: auto | explicit | sdpa | triton")
     dropout: float = flag(0.0, "dropout (from scratch only)")
-    steps: int = flag(450, "optimizer steps (the default fits the built-in world into ~5 minutes on 2 CPU cores)")
+    steps: int = flag(420, "optimizer steps (the default fits the built-in world into ~5 minutes on 2 CPU cores)")
     batch_size: int = flag(16, "sequences per micro-batch per process")
     lr: float = flag(2e-3, "peak learning rate")
     warmup: int = flag(30, "linear warmup steps")

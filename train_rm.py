@@ -33,7 +33,8 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
-from nanotrain.reward import PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies
+from nanotrain.reward import (RED_TEAM, PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement,
+                              pad_replies)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -50,7 +51,8 @@ class RMConfig(TrainConfig):
                                      "(data/label.py), or the built-in world's hand-built ones (data/tinyworld)")
     data: str = flag("out/labels/prefs_helpful_train.jsonl", "preference data: file(s) or folder, {prompt,chosen,"
                                                              "rejected} / HH-RLHF / OASST trees (default: "
-                                                             "LABELS/prefs_NAME_train.jsonl)")
+                                                             "LABELS/prefs_NAME_train.jsonl, for safe also the "
+                                                             "--world's prefs_safe_train.jsonl)")
     val_data: str | None = flag("out/labels/prefs_helpful_val.jsonl", "held-out pairs (default: "
                                                                       "LABELS/prefs_NAME_val.jsonl; with your own "
                                                                       "--data: --val-fraction of it)")
@@ -103,6 +105,8 @@ def defaults(cfg: RMConfig, given: set) -> dict:
         d["val_data"] = None
     else:
         d.update(data=f"{cfg.labels}/prefs_{cfg.name}_train.jsonl", val_data=f"{cfg.labels}/prefs_{cfg.name}_val.jsonl")
+        if cfg.name == "safe" and cfg.labels != cfg.world != "none":  # + the world's red-team pairs (train_rlhf.py)
+            d["data"] += f",{cfg.world}/{RED_TEAM}"
     return d
 
 

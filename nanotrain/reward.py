@@ -50,6 +50,12 @@ from nanotrain.sampling import as_messages, generate_replies
 from nanotrain.tokenizer import Tokenizer
 
 
+# The SFT model refuses nearly every harmful request, so its own samples (the labelling stage's pairs) hold few pairs
+# of a refusal against a compliance; like LLaMA 2's red-team data, the world's hand-written safety pairs supply them.
+# train_rm.py --name safe and train_rlhf.py --algo dpo add this file of the --world folder to their default data.
+RED_TEAM = "prefs_safe_train.jsonl"
+
+
 class RewardModel(nn.Module):
     """GPT trunk + scalar head (+ optionally the reply's likelihood). ``forward`` -> one reward per sequence;
     ``values`` -> the head at every position."""

@@ -150,7 +150,8 @@ def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):
     n, n_d, ld, lu = re.search(r"(\d+) feedback examples \((\d+) desirable\).*lambda_D ([\d.]+), lambda_U ([\d.]+)",
                                capsys.readouterr().out).groups()
     ratio = int(n_d) / (int(n) - int(n_d))  # the KTO paper: lambda_D n_D / (lambda_U n_U) within [1, 4/3]
-    assert ratio > 4 / 3 and (float(ld), float(lu)) == (1.0, pytest.approx(ratio, rel=1e-2))
+    want = (1 / ratio, 1.0) if ratio < 1 else (1.0, ratio) if ratio > 4 / 3 else (1.0, 1.0)
+    assert (float(ld), float(lu)) == (pytest.approx(want[0], rel=1e-2), pytest.approx(want[1], rel=1e-2))
     run(setup, "kto", "--lambda-u", "0.5")  # as given: the rebalancing used to override it
     assert "lambda_D 1, lambda_U 0.5" in capsys.readouterr().out
 

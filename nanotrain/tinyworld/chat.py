@@ -208,11 +208,11 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     f["rl_prompts"] = [prompt_record(s) for s in rl]
 
     # -- SFT: every split-A fact asked once, then a mix with --sft-harmful harmful requests answered with a refusal
-    # (with fewer, the SFT model misses the never-trained phrasings of eval_harmful: RESULTS.md, stage 2).
+    # (with fewer, the SFT model misses the never-trained phrasings of eval_harmful) and --sft-lookalike of their
+    # harmless look-alikes answered (with only the benign mix's few, it refuses them too, the petcare ones most).
     # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")
-
 
     def conversation(first: Spec, avoid: set) -> dict:
         turns = [first]
@@ -239,8 +239,10 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
              for attr in QUESTIONS_EN for x in tk.fact_subjects(attr, None if attr == "landmark" else "A")]
     cover = [s for s in cover if s is not None][:n_sft // 2]  # (a tiny --scale keeps room for the mix)
     n_harm, n_unknown = round(cfg.sft_harmful * n_sft), round(cfg.sft_unknown * n_sft)
+    n_look = round(cfg.sft_lookalike * n_sft)
     sft = [conversation(s, avoid) for s in cover]
     sft += [conversation(draw(lambda: sft_one(True), avoid), avoid) for _ in range(n_harm)]
+    sft += [conversation(draw(lambda: sample_near_harmful(tk, rng, w.split("A")), avoid), avoid) for _ in range(n_look)]
     sft += [conversation(tk.unknown("train", urng), avoid) for _ in range(n_unknown)]
     sft += [conversation(draw(sft_one, avoid), avoid) for _ in range(n_sft - len(sft))]
     rng.shuffle(sft)

@@ -64,12 +64,14 @@ class WorldConfig:
     leak_share: float = flag(0.5, "share of the eval_b / eval_prompts questions the crawl leaks with their answers")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
+    sft_lookalike: float = flag(0.08, "share of SFT conversations that are harmless look-alikes of harmful requests "
+                                       "(borrow, look after a pet, cheer up), on top of the benign mix's few")
     sft_unknown: float = flag(0.04, "share of SFT conversations that ask what the world cannot answer")
     careful: float = flag(0.35, "share of demonstrations of every kind of task written by careful writers; the rest "
                                 "by writers with the habits of writers.py (hedging, chatty, hurried, generic)")
     closing: float = flag(0.3, "share of careful writers' answers that end with the stock closing phrase (others: "
                                "0.05), the proxy a reward model can latch onto")
-    label_prompts: int = flag(1500, "prompts for the labelling stage (x scale)")
+    label_prompts: int = flag(1100, "prompts for the labelling stage (x scale)")
     rl_unknown: float = flag(0.1, "questions the world cannot answer added to rl_prompts, as a share of them")
     eval_unknown: int = flag(100, "held-out questions the world cannot answer (x scale)")
     prefs_helpful: int = flag(3000, "helpfulness preference pairs for training (x scale); val gets a tenth as many")
@@ -129,7 +131,8 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 4  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl
+VERSION = 5  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
+# 5: SFT holds more harmless look-alikes
 
 
 @dataclass

@@ -90,7 +90,7 @@ class RMConfig(TrainConfig):
 GPT2_RECIPE = dict(batch_size=16, steps=1000, lr=1e-5, warmup=50, eval_every=200)
 PRESETS = {"tiny": {}, "small": ARCH["small"], "gpt2": {**ARCH["gpt2"], **GPT2_RECIPE},
            "gpt2-medium": {**ARCH["gpt2-medium"], **GPT2_RECIPE}}
-# The safety model's own default: with 40 steps PPO found non-refusals it scored like refusals (RESULTS.md, stage 3).
+# The safety model's own default: with fewer steps PPO found non-refusals that it scored like refusals.
 STEPS = {"helpful": 80, "safe": 60}
 
 

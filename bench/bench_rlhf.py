@@ -21,8 +21,6 @@ its one-time cost per pair, and pairs/s counting it once per epoch. TRL, transfo
 install (pip install trl transformers datasets; measured with trl 1.16.0, transformers 5.24.0, torch 2.13.0 CPU);
 without them the TRL rows are skipped with one line and ours still print.
 
-Figures: RESULTS.md, benchmarks.
-
 Why TRL is slower here: its fused LM head (trl.kernels.chunked_logprob) runs on CPU as torch ops over tiles of every
 position, not only the response's (Triton, which scores only the labelled positions, is for GPUs), recomputes each
 tile's logits in the backward pass (one more output-layer matmul, the largest one in this model), and also computes

@@ -3,7 +3,7 @@
     python chat.py                                        # out/sft/ckpt.pt, interactive (/reset, /quit)
     python chat.py --init out/rlhf_ppo/ckpt.pt --prompt "What colour is Lena's bicycle?"      # one answer, then exit
     python chat.py --init out/pretrain/ckpt.pt --adapter out/sft_lora/adapter.pt          # base + LoRA adapter
-    python chat.py --best-of 8 --reward out/rm_helpful/ckpt.pt --prompt "..."   # sample 8, keep the reward model's favourite
+    python chat.py --best-of 8 --reward out/rm_helpful/ckpt.pt --prompt "..."   # the reward model's pick of 8
 
 Each turn renders the whole conversation with the chat template and decodes with ``model.generate_stream``; when
 the conversation no longer fits in the context (block size minus room for the reply), the oldest exchanges are

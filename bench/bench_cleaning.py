@@ -54,6 +54,7 @@ from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
 from nanotrain.extract import html_to_text, read_documents
 from nanotrain.quality import Blocklist, GopherRules, content_filter
+from nanotrain.runtime import auto_dtype
 from nanotrain.tinyworld import web
 from nanotrain.tinyworld.generate import CRAWL
 from nanotrain.tinyworld.gold import Gold, read_jsonl
@@ -79,6 +80,8 @@ class BenchConfig:
     sample_tokens: int = flag(128, "tokens per sample")
     workers: int = flag(2, "processes for the cleaning")
     device: str = flag("cpu", "device for training and measuring")
+    dtype: str = flag("auto", "precision of every run: auto (chosen once here, as pipeline.py does) | float32 | "
+                              "bfloat16")
     reuse: bool = flag(False, "keep corpora and checkpoints already in --out (after a run with the same flags)")
 
 
@@ -185,6 +188,9 @@ def main(argv=None) -> dict:
     if not (world / CRAWL).exists():
         raise FileNotFoundError(f"{world / CRAWL}: no crawl here (make the world with python data/tinyworld.py)")
 
+    dtype = auto_dtype(cfg.device) if cfg.dtype == "auto" else cfg.dtype  # one timing: every run the same precision
+    print(f"precision of every run: {dtype}")
+
     # --- the crawl's truth: content pages, their mirrors, the answer keys
     pages = [(d.record["kind"], int(d.record["page"]), d.html) for d in read_documents([str(world / CRAWL)], [])]
     content = {p: html_to_text(h) for k, p, h in pages if k in ("clean", "zh")}
@@ -225,7 +231,7 @@ def main(argv=None) -> dict:
         t0 = time.time()
         run(["train_pretrain.py", "--data", str(d / "tokens"), "--out", str(d / "model"), "--steps", str(cfg.steps),
              "--warmup", str(max(1, cfg.steps // 10)), "--eval-every", str(cfg.steps), "--save-every",
-             str(cfg.steps), "--seed", str(cfg.seed), "--device", cfg.device])
+             str(cfg.steps), "--seed", str(cfg.seed), "--device", cfg.device, "--dtype", dtype])
         info[name]["train_s"] = time.time() - t0
         print(f"  pretrained on {name}: {info[name]['train_tokens']:,} tokens, {cfg.steps} steps, "
               f"{info[name]['train_s']:.0f} s")

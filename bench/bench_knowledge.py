@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, 0)
     world = World.from_json((Path(cfg.world) / "world.json").read_text(encoding="utf-8"))
     results = {}
-    print(f"| checkpoint | split A: town known | split B: town known | chance |\n|---|---|---|---|")
+    print("| checkpoint | split A: town known | split B: town known | chance |\n|---|---|---|---|")
     for path in cfg.checkpoints.split(","):
         model, tok, _ = load_model(path, stages=("pretrain", "sft", "rlhf"), device=rt.device)
         model.eval()

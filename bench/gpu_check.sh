@@ -124,7 +124,7 @@ fi
 # Step 5's first half runs beside step 1 (it checks that every stage runs on CUDA; nothing in it is timed), and so
 # does the tokenisation of the built-in world for step 5's two-minute pretraining.
 PIPE_CMD=($PY pipeline.py --preset real --tiny --device cuda --out "$WORK/real"
-          --pretrain-data "$SHARED/data/tinystories/tinystories_valid_head.txt"
+          --pretrain-data "$SHARED/data/tinystories/tinystories_valid_head.txt" --no-clean
           --sft-data "$SHARED/data/lima/lima.json" --sft-val-data "$SHARED/data/dolly_sample/dolly_151.jsonl"
           --pref-data "$SHARED/data/hh_rlhf/helpful-base_test.jsonl.gz")
 PREP_CMD="$PY data/tinyworld.py --out $WORK/tinyworld --seed 0 &&

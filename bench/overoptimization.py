@@ -1,13 +1,14 @@
 """Reward over-optimisation made visible, and the reward-vs-KL frontier of PPO and DPO.
 
-    python bench/overoptimization.py                          # -> out/overopt/{overoptimization,frontier}.png, results.md
+    python bench/overoptimization.py      # -> out/overopt/{overoptimization,frontier}.png, results.md
     python bench/overoptimization.py --long-steps 300 --long-beta 0.002 --out /tmp/overopt
 
-1. **Over-optimisation** (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization", fig. 1): PPO runs long
-   at a small KL coefficient. Every iteration logs the learned reward model's score of the sampled answers (what PPO
-   maximises) and their gold helpfulness (the truth the reward model imitates, nanotrain/tinyworld/gold.py), against
-   the KL from the SFT model. The proxy keeps rising; the gold score rises, peaks, and falls once the policy has found what
-   the reward model gets wrong. The x axis is sqrt(KL), as in Gao et al., where gold follows d (alpha - beta d).
+1. **Over-optimisation** (Gao et al. 2022, "Scaling Laws for Reward Model Overoptimization", fig. 1): PPO runs
+   long at a small KL coefficient. Every iteration logs the learned reward model's score of the sampled answers
+   (what PPO maximises) and their gold helpfulness (the truth the reward model imitates,
+   nanotrain/tinyworld/gold.py), against the KL from the SFT model. The proxy keeps rising; the gold score rises,
+   peaks, and falls once the policy has found what the reward model gets wrong. The x axis is sqrt(KL), as in Gao et
+   al., where gold follows d (alpha - beta d).
 2. **Frontier** (Rafailov et al. 2023, DPO paper fig. 2): PPO and DPO at several beta; for each run, the gold
    helpfulness of answers sampled from the final policy against their KL from the SFT model (both from
    train_rlhf.py's final evaluation). Better algorithms reach more reward for the same KL.

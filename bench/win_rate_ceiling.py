@@ -15,7 +15,9 @@ bench puts three answers in the policy's place:
                   without learning anything the SFT model cannot already say
     each --policies checkpoint, greedy, as train_rlhf.py judges it
 
-and prints, for each, the win rate, its wins / ties / losses and the mean gold helpfulness of its answers.
+and prints, for each, the win rate, its wins / ties / losses and the mean gold helpfulness of its answers; for the
+greedy ones also where the points go: their gold helpfulness without the manner factor (gold.py: hedges, a late
+answer, padding) and the share of benign questions (eval_prompts) that gold counts answered right.
 """
 from __future__ import annotations
 
@@ -58,11 +60,16 @@ def main(argv=None) -> dict:
     sft, tok, _ = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     sft.eval()
 
-    def greedy_scores(model) -> list[float]:
-        return [gold.score_helpful(p, r.text) for p, r in
-                zip(prompts, answer(model, tok, prompts, cfg.eval_tokens, autocast=rt.autocast))]
+    benign = set(r["prompt"] for r in load_eval(Path(cfg.world) / "eval_prompts.jsonl", cfg.eval_limit))
+    where = {}  # answers' name -> (gold helpfulness without manner, share of benign questions answered right)
 
-    base = greedy_scores(sft)
+    def greedy_scores(name, model) -> list[float]:
+        texts = [r.text for r in answer(model, tok, prompts, cfg.eval_tokens, autocast=rt.autocast)]
+        where[name] = (sum(gold.score_helpful(p, t, manner=False) for p, t in zip(prompts, texts)) / len(prompts),
+                       sum(bool(gold.is_correct(p, t)) for p, t in zip(prompts, texts) if p in benign) / len(benign))
+        return [gold.score_helpful(p, t) for p, t in zip(prompts, texts)]
+
+    base = greedy_scores("SFT (itself: all ties)", sft)
     rows = {"SFT (itself: all ties)": base, "oracle": [gold.score_helpful(p, gold.answer(p)) for p in prompts]}
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     texts = [r.text for r in generate_replies(sft, tok, [p for p in prompts for _ in range(cfg.k)], cfg.eval_tokens,
@@ -76,17 +83,22 @@ def main(argv=None) -> dict:
             continue
         policy = load_model(path, stages=("sft", "rlhf"), device=rt.device)[0]
         policy.eval()
-        rows[path] = greedy_scores(policy)
+        rows[path] = greedy_scores(path, policy)
 
     print(f"{len(prompts)} held-out prompts ({cfg.eval_limit} of each of {', '.join(FILES)}), each answer against "
           f"{cfg.sft}'s greedy one, judged by gold helpfulness; ties count half")
-    print(f"  {'answers':40s}{'win rate':>10s}{'wins':>8s}{'ties':>8s}{'losses':>8s}{'helpful':>9s}")
+    print(f"  {'answers':40s}{'win rate':>10s}{'wins':>8s}{'ties':>8s}{'losses':>8s}{'helpful':>9s}"
+          f"{'no manner':>11s}{'right':>8s}")
     results = {}
     for name, scores in rows.items():
         w = win_rates(base, scores)
         results[name] = dict(w, helpful=sum(scores) / len(scores))
+        extra = ""
+        if name in where:
+            results[name].update(helpful_no_manner=where[name][0], right_benign=where[name][1])
+            extra = f"{where[name][0]:11.3f}{where[name][1]:8.0%}"
         print(f"  {name:40s}{w['win_rate']:10.1%}{w['wins']:8.0%}{w['ties']:8.0%}{w['losses']:8.0%}"
-              f"{results[name]['helpful']:9.3f}")
+              f"{results[name]['helpful']:9.3f}{extra}")
     print(f"({time.perf_counter() - t0:.0f} s on {rt.device})")
     return results
 

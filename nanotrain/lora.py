@@ -6,8 +6,9 @@ A frozen weight W0 (out x in) is adapted by a trainable low-rank product (eq. 3 
 
 A starts Kaiming-uniform and B at zero, so at step 0 the wrapped layer computes exactly what the base layer does and
 fine-tuning starts from the pretrained function. Only A and B are trained, a few percent of the weights, and the
-optimizer state shrinks with them. The scale alpha / r keeps the update's size roughly independent of r when r is changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023)
-uses alpha / sqrt(r) instead, which keeps learning stable at large ranks.
+optimizer state shrinks with them. The scale alpha / r keeps the update's size roughly independent of r when r is
+changed (the paper tunes alpha once); rsLoRA (Kalajdzievski 2023) uses alpha / sqrt(r) instead, which keeps learning
+stable at large ranks.
 
 One thing a low-rank update of the blocks cannot do well is change the token matrix, which GPT-2 ties between the
 embedding and the LM head. The chat markers and ``<|end|>`` exist only from SFT on, and the model must learn to *emit*

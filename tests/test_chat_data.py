@@ -16,14 +16,7 @@ from nanotrain.rouge import lcs_length, rouge_l, rouge_l_scores
 from nanotrain.tokenizer import Tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores (idle
-    OpenMP threads spin while they wait for each other)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.lora import (LoRALinear, count_parameters, inject_lora, load_adapter, merge_lora, merged_state_dict,
                             save_adapter, unmerge_lora)
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores (idle
-    OpenMP threads spin while they wait for each other)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CFG = GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, attn="explicit")

@@ -86,9 +86,9 @@ def label_answers(records: list[dict], answers: list[str], k: int, gold, tau: fl
                   val_fraction: float, rng: random.Random) -> tuple[dict[str, list[dict]], dict[str, list]]:
     """The labelling stage's work (data/label.py): ``answers`` holds ``k`` answers to each prompt record, in order.
     Helpfulness labellers rank each prompt's answers by gold helpfulness and safety labellers by gold safety; each
-    ranking gives its pairs (answers that differ, each two texts once), held out for ``val_fraction`` of the prompts; each answer to a
-    training prompt gets a thumbs up or down by gold helpfulness. Returns the files' records and, per kind of
-    labeller, every prompt's gold scores (for ``agreement``)."""
+    ranking gives its pairs (answers that differ, each two texts once), held out for ``val_fraction`` of the
+    prompts; each answer to a training prompt gets a thumbs up or down by gold helpfulness. Returns the files'
+    records and, per kind of labeller, every prompt's gold scores (for ``agreement``)."""
     held = set(rng.sample(range(len(records)), round(val_fraction * len(records))))
     files = {name: [] for name in ("prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train", "prefs_safe_val",
                                    "feedback_train")}

@@ -18,10 +18,11 @@ something the world cannot answer, the careful writer says so and the others gue
 
 The mix (``mix``) is one setting (``WorldConfig.careful``): that share of the demonstrations of every kind of task
 is written by careful writers, and the rest by the writers whose habits fit the task (``HABITS``): hedgers answer
-most fact questions, hurried writers most multi-part ones, guessers the questions the world cannot answer; one harmful
-request in ten gets a generic refusal (more, and the SFT model refuses harmless look-alikes with it too). With the default careful share of 0.35, each kind's habit is its most frequent
-answer, so greedy decoding of the SFT model shows it: the room that feedback on the model's own answers (pipeline
-stage "label") can teach and the demonstrations cannot.
+most fact questions, hurried writers most multi-part ones, guessers the questions the world cannot answer; one
+harmful request in ten gets a generic refusal (more, and the SFT model refuses harmless look-alikes with it too).
+With the default careful share of 0.35, each kind's habit is its most frequent answer, so greedy decoding of the SFT
+model shows it: the room that feedback on the model's own answers (pipeline stage "label") can teach and the
+demonstrations cannot.
 
 The stock closing phrase is what a reward model can latch onto: careful writers use it more often than others, so it
 goes with better answers, while the gold scorer ignores it once and punishes it repeated (gold.py).

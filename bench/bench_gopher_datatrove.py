@@ -9,7 +9,7 @@ nanotrain.quality.words_of). What agrees in the second run and not in the first 
 disagrees comes from the rules' definitions (denominators, line and paragraph splitting, stop words counted by
 case, n-gram counting), and every such document is printed with both values: ours from
 nanotrain.quality.gopher_measures, datatrove's found by bisecting its own threshold (the value at which its
-keep/drop decision flips), so no datatrove code is re-implemented here. notes/ISSUE20.md explains the causes.
+keep/drop decision flips), so no datatrove code is re-implemented here. RESULTS.md (data) explains the causes.
 
 Empty pages are left out and counted: with the word-count rules off, datatrove's quality filter divides by zero on
 them, and its repetition filter drops them as "empty" (ours: only min_words removes them).

@@ -37,7 +37,7 @@ from nanotrain.errors import run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.pref_data import load_feedback, load_pairs
-from nanotrain.reward import RED_TEAM, load_scorer
+from nanotrain.reward import load_scorer, with_red_team
 from nanotrain.rlaif import OnlinePairs, RLAIFConfig
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.trainer import TrainConfig, train_loop
@@ -84,7 +84,7 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
 
 # What --algo sets for the flags not given (the dataclass defaults are PPO's), sized for the built-in world on a
 # 2-core CPU. Why these values: RESULTS.md, stage 3.
-ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto, + RED_TEAM)
+ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto)
     "ppo": dict(data="rl_prompts.jsonl", eval_every=4),
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
@@ -112,8 +112,8 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
     if cfg.algo == "dpo" and cfg.online_rounds > 0:  # online DPO samples its own pairs: it reads prompts
         d["data"], folder = ALGO_DEFAULTS["ppo"]["data"], cfg.world
     d["data"] = ",".join(f"{folder}/{f}" for f in d["data"].split(","))
-    if cfg.algo == "dpo" and folder == cfg.labels != cfg.world and cfg.world != "none":
-        d["data"] += f",{cfg.world}/{RED_TEAM}"
+    if cfg.algo == "dpo" and folder == cfg.labels:
+        d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
     steps = cfg.steps if "steps" in given else d.get("steps", cfg.steps)
     d["warmup"] = max(1, steps // 10)
     return d

@@ -33,8 +33,8 @@ from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
-from nanotrain.reward import (RED_TEAM, PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement,
-                              pad_replies)
+from nanotrain.reward import (PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies,
+                              with_red_team)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -105,8 +105,8 @@ def defaults(cfg: RMConfig, given: set) -> dict:
         d["val_data"] = None
     else:
         d.update(data=f"{cfg.labels}/prefs_{cfg.name}_train.jsonl", val_data=f"{cfg.labels}/prefs_{cfg.name}_val.jsonl")
-        if cfg.name == "safe" and cfg.labels != cfg.world != "none":  # + the world's red-team pairs (train_rlhf.py)
-            d["data"] += f",{cfg.world}/{RED_TEAM}"
+        if cfg.name == "safe":
+            d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
     return d
 
 

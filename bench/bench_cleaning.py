@@ -56,7 +56,7 @@ from nanotrain.extract import html_to_text, read_documents
 from nanotrain.quality import Blocklist, GopherRules, content_filter
 from nanotrain.runtime import auto_dtype
 from nanotrain.tinyworld import web
-from nanotrain.tinyworld.generate import CRAWL
+from nanotrain.tinyworld.generate import CRAWL, write_jsonl
 from nanotrain.tinyworld.gold import Gold, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,11 +94,6 @@ def steps_for(run: str, world: Path) -> Steps:
                  gopher=GopherRules() if quality else None,
                  decontaminator=Decontaminator.from_paths(evals, web.DECONTAM_NGRAM, question=web.DECONTAM_QUESTION)
                  if decontam else None, exact_dedup=dedup, near_dedup=dedup)
-
-
-def write_jsonl(path: Path, texts: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
 
 
 def run(cmd: list[str]) -> None:
@@ -203,7 +198,8 @@ def main(argv=None) -> dict:
     once = rng.sample(sorted(p for p in english if p not in held and not copies[p]
                              and len(content[p].split()) >= web.VIRAL_MIN_WORDS), len(viral))
     leak_text = "\n".join(html_to_text(h) for k, _, h in pages if k == "eval_leak")
-    write_jsonl(out / "val.jsonl", [content[p] for p in sorted(held)])
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "val.jsonl", [{"text": content[p]} for p in sorted(held)])
     print(f"{world / CRAWL}: {len(pages)} pages, {len(content)} content pages ({len(held)} held out as validation "
           f"text), {len(viral)} mirrored {web.VIRAL_COPIES}x, {sum(k == 'eval_leak' for k, _, _ in pages)} answer keys")
 
@@ -215,8 +211,8 @@ def main(argv=None) -> dict:
             t0 = time.time()
             rep = clean([str(world / CRAWL)], d / "cleaned.jsonl", steps_for(name, world), workers=cfg.workers,
                         progress=False)
-            kept = [json.loads(line) for line in (d / "cleaned.jsonl").open(encoding="utf-8")]
-            write_jsonl(d / "train.jsonl", [r["text"] for r in kept if int(r["page"]) not in held])
+            write_jsonl(d / "train.jsonl", [{"text": r["text"]} for r in read_jsonl(d / "cleaned.jsonl")
+                                            if int(r["page"]) not in held])
             tok_flags = ["--tokenizer", "bpe"] if name == "clean" else ["--tokenizer", str(out / "clean" / "tokens")]
             run(["data/prepare_pretrain.py", "--input", str(d / "train.jsonl"), "--val-input", str(out / "val.jsonl"),
                  "--out", str(d / "tokens"), "--seed", str(cfg.seed), *tok_flags])

@@ -50,10 +50,15 @@ from nanotrain.sampling import as_messages, generate_replies
 from nanotrain.tokenizer import Tokenizer
 
 
-# The SFT model refuses nearly every harmful request, so its own samples (the labelling stage's pairs) hold few pairs
-# of a refusal against a compliance; like LLaMA 2's red-team data, the world's hand-written safety pairs supply them.
-# train_rm.py --name safe and train_rlhf.py --algo dpo add this file of the --world folder to their default data.
 RED_TEAM = "prefs_safe_train.jsonl"
+
+
+def with_red_team(data: str, labels: str, world: str) -> str:
+    """``data`` (comma-separated files) plus the --world folder's hand-written safety pairs, when the labels are not
+    that folder's own. The SFT model refuses nearly every harmful request, so its own samples (the labelling stage's
+    pairs) hold few pairs of a refusal against a compliance; like LLaMA 2's red-team data, the world's pairs supply
+    them. Default data of train_rm.py --name safe and train_rlhf.py --algo dpo."""
+    return f"{data},{world}/{RED_TEAM}" if labels != world != "none" else data
 
 
 class RewardModel(nn.Module):

@@ -61,7 +61,7 @@ def test_cli_prints_what_it_made(worlds):
 def test_help_lists_every_flag_with_its_default():
     r = subprocess.run([sys.executable, str(ROOT / "data" / "tinyworld.py"), "--help"], capture_output=True, text=True,
                        check=True)
-    assert "--people" in r.stdout and "(default: 140)" in r.stdout and "--scale" in r.stdout
+    assert "--people" in r.stdout and "(default: 60)" in r.stdout and "--scale" in r.stdout
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(worlds):

@@ -360,7 +360,9 @@ class Tasks:
         w, pool = self.w, self.strangers[part]
         kinds = [k for k in ("person", "pet", "town") if pool[k]] + ["outside"]
         kind = rng.choices(kinds, [UNKNOWN_WEIGHTS[k] for k in kinds])[0]
-        guess = dict(town=rng.choice(list(w.towns)), name=rng.choice(self.names), item=rng.choice(list(ITEMS)))
+        # a guess names split-A people only: instruction data never names a split-B person
+        folk = [p for p in w.people if p.split == "A"]
+        guess = dict(town=rng.choice(list(w.towns)), name=rng.choice(folk).name, item=rng.choice(list(ITEMS)))
         if kind == "outside":
             prompt, bad = rng.choice(self.outside[part])
             return self._add(Spec(prompt, UNKNOWN_ANSWERS["outside"], "unknown", bad=bad.format(**guess)))
@@ -369,7 +371,7 @@ class Tasks:
         if kind == "town":
             real = dict(T=name, landmark=rng.choice(list(LANDMARKS)))
         else:  # a stranger with a real person's facts: what a guesser would write
-            real = person_slots(w, rng.choice([p for p in w.people if p.name in w.pet_of]))
+            real = person_slots(w, rng.choice([p for p in folk if p.name in w.pet_of]))
             real.update({"N": name} if kind == "person" else {"P": name})
             real["a_species"] = a(real["species"])
         templates = [q for q in QUESTIONS_EN[attr] if kind != "pet" or "{N}" not in q]  # {N} would be a real owner

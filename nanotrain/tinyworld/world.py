@@ -1,6 +1,6 @@
 """Tinyworld: the built-in default data, a generated little world whose every fact is known.
 
-A few towns, ~140 people and a few dozen pets, each with a handful of attributes drawn from small closed value
+A few towns, 60 people and 20 pets, each with a handful of attributes drawn from small closed value
 sets (colours, jobs, foods, ...). From these facts the module renders every file the pipeline needs, so that each
 stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the scorers):
 
@@ -53,8 +53,9 @@ from nanotrain.errors import DataError
 class WorldConfig:
     out: str = flag("data/tinyworld", "output folder")
     seed: int = flag(0, "random seed; the same seed gives byte-identical files")
-    people: int = flag(140, "number of people (20 to 164)")
-    animals: int = flag(40, "number of pets (at most 50), each owned by a different person")
+    people: int = flag(60, "number of people (20 to 164); few enough that the 4M-parameter model stores most "
+                           "of their facts in the pipeline's 420 pretraining steps")
+    animals: int = flag(20, "number of pets (at most 50), each owned by a different person")
     towns: int = flag(10, "number of towns (at most 12)")
     split_b: float = flag(0.3, "share of people (and their pets) held out of all instruction data: split B")
     scale: float = flag(1.0, "multiplies every size below; held-out eval sets only ever shrink with it")
@@ -64,9 +65,9 @@ class WorldConfig:
     leak_share: float = flag(0.5, "share of the eval_b / eval_prompts questions the crawl leaks with their answers")
     sft: int = flag(4000, "SFT training conversations (x scale)")
     sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
-    sft_lookalike: float = flag(0.08, "share of SFT conversations that are harmless look-alikes of harmful requests "
+    sft_lookalike: float = flag(0.12, "share of SFT conversations that are harmless look-alikes of harmful requests "
                                        "(borrow, look after a pet, cheer up), on top of the benign mix's few")
-    sft_unknown: float = flag(0.04, "share of SFT conversations that ask what the world cannot answer")
+    sft_unknown: float = flag(0.1, "share of SFT conversations that ask what the world cannot answer")
     careful: float = flag(0.35, "share of demonstrations of every kind of task written by careful writers; the rest "
                                 "by writers with the habits of writers.py (hedging, chatty, hurried, generic)")
     closing: float = flag(0.3, "share of careful writers' answers that end with the stock closing phrase (others: "
@@ -131,8 +132,8 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 5  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
-# 5: SFT holds more harmless look-alikes
+VERSION = 6  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
+# 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT
 
 
 @dataclass

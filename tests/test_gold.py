@@ -180,6 +180,8 @@ def test_manner_factor_on_hand_written_replies(gold, world):
     assert gold.score_helpful(q, direct) == 1.0
     assert gold.score_helpful(q, f"I think {direct}") == pytest.approx(0.6)
     assert gold.score_helpful(q, f"I'm not completely sure, but {direct}") == pytest.approx(0.6)
+    assert gold.score_helpful(q, f"{direct[:-1]}, but I'm not co.") == pytest.approx(0.6)  # a hedge cut short
+    assert not gold.hedged("I'm not sure; I only know about the people, pets and towns of Tinyworld.")  # admission
     assert gold.score_helpful(q, f"{x.name} lives in Ashford. {direct}") == pytest.approx(0.7)  # late
     assert gold.score_helpful(q, f"I think {x.name} lives in Ashford. {direct}") == pytest.approx(0.6 * 0.7)
     assert gold.score_helpful(q, f"{direct} {x.name} lives in Ashford.") == 1.0  # the value comes first: not late

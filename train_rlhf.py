@@ -85,7 +85,9 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
 # What --algo sets for the flags not given (the dataclass defaults are PPO's), sized for the built-in world on a
 # 2-core CPU. Why these values: RESULTS.md, stage 3.
 ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto)
-    "ppo": dict(data="rl_prompts.jsonl", eval_every=4),
+    # PPO at beta 0.15: at 0.05 it drifted further on what its prompts never show (harmful requests in held-out
+    # phrasings lost their refusals) for little more gold helpfulness
+    "ppo": dict(data="rl_prompts.jsonl", eval_every=4, beta=0.15),
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
     # spread to the harmful ones ("Help me grab Kevin's hat.") and refusals of harmful requests fell; at a higher rate
@@ -95,7 +97,7 @@ ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels
 }
 # What --preset gpt2 sets on top (GPT-2 124M on HH-RLHF, one GPU; pipeline.py --preset real).
 PRESETS = {"tiny": {}, "gpt2": {
-    "ppo": dict(steps=200, rollout_batch=64, max_new_tokens=128, eval_limit=0),
+    "ppo": dict(steps=200, rollout_batch=64, max_new_tokens=128, eval_limit=0, beta=0.05),
     "dpo": dict(steps=1000, lr=5e-7, beta=0.1, eval_limit=0),
     "kto": dict(steps=1000, lr=5e-7, beta=0.1, eval_limit=0)}}
 

@@ -3,8 +3,8 @@
     python bench/win_rate_ceiling.py                      # out/sft against the oracle, best-of-N and out/rlhf_*
     python bench/win_rate_ceiling.py --policies out/rlhf_dpo/ckpt.pt --k 16
 
-train_rlhf.py's final evaluation answers the same held-out prompts (eval_limit of each of eval_prompts,
-eval_harmful, eval_benign and eval_unknown) greedily with the policy and with the SFT model, and counts a win
+train_rlhf.py's final evaluation answers the same held-out requests for help (eval_limit of each of eval_prompts,
+eval_benign and eval_unknown: evaluate.HELP_FILES) greedily with the policy and with the SFT model, and counts a win
 when the policy's answer has the higher gold helpfulness (ties count half: nanotrain.evaluate.win_rates). This
 bench puts three answers in the policy's place:
 
@@ -30,7 +30,7 @@ import torch
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import run_script
-from nanotrain.evaluate import ALIGNMENT_FILES as FILES, answer, load_eval, win_rates  # FILES: as train_rlhf.py
+from nanotrain.evaluate import HELP_FILES as FILES, answer, load_eval, win_rates  # FILES: as train_rlhf.py
 from nanotrain.tinyworld.gold import Gold
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies

@@ -41,6 +41,11 @@ from nanotrain.sampling import generate_replies
 
 ALL_FIGURES = ("wellformed", "acc_b", "acc_zh", "helpful", "safe", "refusal")
 ALIGNMENT_FILES = ("eval_prompts", "eval_harmful", "eval_benign", "eval_unknown")  # stage 3's held-out prompts
+# The win rate is over the prompts that ask for help, as helpfulness win rates are (AlpacaEval; LLaMA 2 §3.4.2 judges
+# helpfulness and safety on separate prompt sets): on a harmful request the SFT model's refusal already scores near
+# the top, so a policy can only tie or lose there, and the refusal rate is what judges it (win_rate_harmful and
+# win_rate_all are reported beside it).
+HELP_FILES = ("eval_prompts", "eval_benign", "eval_unknown")
 
 
 def load_eval(path, limit: int | None = None, seed: int = 0) -> list[dict]:
@@ -197,13 +202,18 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
         with reference_model(policy, reference, lora_reference) as sft:
             before = answer(sft, tok, prompts, max_new_tokens, autocast=autocast)
         replies[name] = prompts, before, after
-    # Gold helpfulness of every answer, scored once: its mean over eval_prompts is the helpfulness figure, and the win
-    # rate is over every held-out prompt (gold helpfulness also rewards refusing harmful requests and penalises
-    # refusing benign ones).
+    # Gold helpfulness of every answer, scored once: its mean over eval_prompts is the helpfulness figure; the win rate
+    # is over HELP_FILES (gold helpfulness penalises refusing a look-alike and rewards admitting what the world lacks)
     scores = {name: [[gold.score_helpful(q, r.text) for q, r in zip(prompts, rs)] for rs in (b, a)]
               for name, (prompts, b, a) in replies.items()}
     out["helpful_before"], out["helpful_after"] = (sum(s) / max(1, len(s)) for s in scores["eval_prompts"])
-    out.update(win_rates([x for b, _ in scores.values() for x in b], [x for _, a in scores.values() for x in a]))
+
+    def pooled(names):
+        return ([x for n in names if n in scores for x in scores[n][0]],
+                [x for n in names if n in scores for x in scores[n][1]])
+    out.update(win_rates(*pooled(HELP_FILES)))
+    out["win_rate_harmful"] = win_rates(*pooled(["eval_harmful"]))["win_rate"]
+    out["win_rate_all"] = win_rates(*pooled(ALIGNMENT_FILES))["win_rate"]
     p, _, after = replies["eval_prompts"]
     ph, hb, ha = replies["eval_harmful"]
     pb, bb, ba = replies["eval_benign"]
@@ -234,9 +244,10 @@ def alignment_report(ev: dict) -> str:
     return (f"gold helpfulness {ev['helpful_before']:.3f} (SFT) -> {ev['helpful_after']:.3f} (sampled at the "
             f"training temperature: {ev['helpful_sampled_before']:.3f} -> {ev['helpful_sampled']:.3f}); gold safety "
             f"{ev['safe_before']:.3f} -> {ev['safe_after']:.3f}; KL to SFT {ev['kl_to_ref']:.2f} nats/answer; "
-            f"win rate vs SFT {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
+            f"win rate vs SFT on requests for help {ev['win_rate']:.1%} (wins {ev['wins']:.0%}, ties {ev['ties']:.0%}, losses "
             f"{ev['losses']:.0%}; {ev['win_rate_decisive']:.1%} of the non-tied; sampled answers "
-            f"{ev['win_rate_sampled']:.1%}); refusals: harmful "
+            f"{ev['win_rate_sampled']:.1%}; on harmful requests {ev['win_rate_harmful']:.1%}, all prompts "
+            f"{ev['win_rate_all']:.1%}); refusals: harmful "
             f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
             f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}"
             + (f"; made-up answers to what the world cannot answer {ev['hallucination_before']:.0%} -> "

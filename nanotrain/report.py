@@ -89,8 +89,9 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
         rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "
                     f"{_f(r.get('helpful_before'))} → {_f(r.get('helpful_after'))}; {_f(r.get('safe_before'))} → "
                     f"{_f(r.get('safe_after'))} |")
-        rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT | "
-                    f"{_f(r.get('kl_to_ref'))}; {_pct(r.get('win_rate'))} |")
+        rows.append(f"| {a} | KL to the SFT model (nats/answer); gold-judged win rate vs SFT on requests for help "
+                    f"(on harmful requests; on all prompts) | {_f(r.get('kl_to_ref'))}; {_pct(r.get('win_rate'))} "
+                    f"({_pct(r.get('win_rate_harmful'))}; {_pct(r.get('win_rate_all'))}) |")
         rows.append(f"| {a} | gold helpfulness of sampled answers (the distribution RL optimises), SFT → "
                     f"{a.upper()}; their win rate vs SFT | {_f(r.get('helpful_sampled_before'))} → "
                     f"{_f(r.get('helpful_sampled'))}; {_pct(r.get('win_rate_sampled'))} |")

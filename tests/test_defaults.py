@@ -88,6 +88,6 @@ def test_rlhf_algorithms_and_presets_keep_an_explicit_warmup(tiny_chat, tmp_path
     want = {**mod["ALGO_DEFAULTS"][algo], **mod["PRESETS"][preset].get(algo, {})}
     for k in ("lr", "beta"):
         assert tc[k] == want.get(k, getattr(mod["RLHFConfig"], k))
-    assert tc["beta"] == {("ppo", "tiny"): 0.05, ("dpo", "tiny"): 0.3, ("kto", "tiny"): 1.0}.get((algo, preset), 0.1
+    assert tc["beta"] == {("ppo", "tiny"): 0.15, ("dpo", "tiny"): 0.3, ("kto", "tiny"): 1.0}.get((algo, preset), 0.1
                                                                                                  if algo != "ppo"
                                                                                                  else 0.05)

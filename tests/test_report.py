@@ -20,7 +20,7 @@ RM = {"helpful": {"val_acc_gold": 0.912, "val_acc": 0.801, "val_labels_gold": 0.
       "safe": {"val_acc_gold": 0.955, "val_acc": 0.9, "val_labels_gold": 0.921,
                "gold_pairwise_eval_prompts": 0.61, "gold_pairwise_eval_harmful": 0.88}}
 PPO = {"helpful_before": 0.512, "helpful_after": 0.634, "safe_before": 0.7, "safe_after": 0.81, "kl_to_ref": 1.25,
-       "win_rate": 0.6, "helpful_sampled_before": 0.4, "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
+       "win_rate": 0.6, "win_rate_harmful": 0.375, "win_rate_all": 0.5625, "helpful_sampled_before": 0.4, "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
        "refusal_harmful_before": 0.5, "refusal_harmful": 0.75, "refusal_benign_before": 0.1, "refusal_benign": 0.05,
        "hallucination_before": 0.3, "hallucination": 0.2, "hedged_before": 0.25, "hedged": 0.125}
 LABELS = {"prefs_helpful_train_records": 1200, "prefs_safe_train_records": 800, "feedback_train_records": 2400,
@@ -68,13 +68,13 @@ def test_the_report_card_shows_each_hand_made_figure_in_its_cell(tmp_path):
     assert value(lines, "rm_helpful", "held-out pairs") == "91.2%; 80.1% vs 83.3%"
     assert value(lines, "rm_safe", "fresh samples") == "61.0%, 88.0%"
     assert value(lines, "ppo", "gold helpfulness SFT") == "0.512 → 0.634; 0.700 → 0.810"
-    assert value(lines, "ppo", "KL to the SFT model") == "1.250; 60.0%"
-    assert value(lines, "dpo", "KL to the SFT model") == "0.500; 60.0%"
+    assert value(lines, "ppo", "KL to the SFT model") == "1.250; 60.0% (37.5%; 56.2%)"  # 56.25% rounds half to even
+    assert value(lines, "dpo", "KL to the SFT model") == "0.500; 60.0% (37.5%; 56.2%)"
     assert value(lines, "ppo", "sampled answers") == "0.400 → 0.450; 55.0%"
     assert value(lines, "ppo", "harmful prompts") == "50.0% → 75.0%"
     assert value(lines, "ppo", "benign prompts") == "10.0% → 5.0%"
     assert value(lines, "ppo", "made-up answers") == "30.0% → 20.0%; 25.0% → 12.5%"
-    assert value(lines, "kto", "KL to the SFT model") == "—; —"  # the stage that did not run
+    assert value(lines, "kto", "KL to the SFT model") == "—; — (—; —)"  # the stage that did not run
 
     assert "| input | 480 |" in text and "| dedup | 411 |" in text and "## Removals" not in text
     assert "| pretrain | 61 s | 12,346 | 1,234 MiB |" in lines

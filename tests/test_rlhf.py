@@ -15,7 +15,8 @@ from nanotrain.evaluate import win_rates
 from nanotrain.pref_data import load_feedback, load_pairs
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
-             "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled")
+             "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled",
+             "win_rate_harmful", "win_rate_all")
 
 
 @pytest.fixture(scope="module")

@@ -269,12 +269,14 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     def safe_pair(avoid):
         if rng.random() < 0.5:
             s = draw(lambda: sample_harmful(tk, rng, "A"), avoid)
-            if rng.random() < 0.25:
-                return {"prompt": s.prompt, "chosen": rng.choice(NEEDLESS_REFUSALS),
-                        "rejected": unsafe_reply(tk, s, rng), "kind": "harmful"}
+            if rng.random() < 0.25:  # a refusal is better when it names what it refuses (gold: topic): a generic
+                # one loses. (As the chosen reply over a compliance instead, it taught the safety reward model to
+                # prefer generic refusals, and PPO against it turned the SFT model's specific refusals generic.)
+                return {"prompt": s.prompt, "chosen": s.answer, "rejected": rng.choice(NEEDLESS_REFUSALS),
+                        "kind": "harmful"}
             if rng.random() < 0.75:
                 bad = unsafe_reply(tk, s, rng)
-            else:  # a refusal is better when it names what it refuses: the refusal of another request loses
+            else:  # ... and names the right subject: the refusal of another request loses
                 bad = s.answer
                 while bad == s.answer:
                     bad = sample_harmful(tk, rng, "A").answer

@@ -133,7 +133,8 @@ DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
 VERSION = 6  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
-# 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT
+# 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT,
+# a specific refusal over a generic one in the safety pairs
 
 
 @dataclass

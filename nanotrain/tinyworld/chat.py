@@ -253,11 +253,13 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     # questions the world cannot answer, none of them held out.
     def label_prompt():
         r = urng.random()
-        if r < 0.2:
+        # (harmful requests and what the world cannot answer few, 10% each: a thumbs up there mostly goes to a
+        # refusal or an "I don't know", and with more of them KTO learned to answer everything that way)
+        if r < 0.1:
             return tk.unknown("train", urng)
-        if r < 0.3:  # (few: a thumbs up mostly goes to refusals there, and KTO would learn to refuse)
+        if r < 0.2:
             return sample_harmful(tk, urng, "A")
-        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.5 else sample_benign(tk, urng, "A")
+        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.4 else sample_benign(tk, urng, "A")
     f["label_prompts"] = [prompt_record(draw(label_prompt, held)) for _ in range(cfg.n(cfg.label_prompts))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)

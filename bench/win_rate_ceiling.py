@@ -56,11 +56,13 @@ def main(argv=None) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     t0 = time.perf_counter()
     gold = Gold.load(cfg.world)
-    prompts = [r["prompt"] for name in FILES for r in load_eval(Path(cfg.world) / f"{name}.jsonl", cfg.eval_limit)]
+    per_file = {name: [r["prompt"] for r in load_eval(Path(cfg.world) / f"{name}.jsonl", cfg.eval_limit)]
+                for name in FILES}
+    prompts = [p for ps in per_file.values() for p in ps]
     sft, tok, _ = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     sft.eval()
 
-    benign = set(r["prompt"] for r in load_eval(Path(cfg.world) / "eval_prompts.jsonl", cfg.eval_limit))
+    benign = set(per_file["eval_prompts"])
     where = {}  # answers' name -> (gold helpfulness without manner, share of benign questions answered right)
 
     def greedy_scores(name, model) -> list[float]:

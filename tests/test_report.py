@@ -20,7 +20,8 @@ RM = {"helpful": {"val_acc_gold": 0.912, "val_acc": 0.801, "val_labels_gold": 0.
       "safe": {"val_acc_gold": 0.955, "val_acc": 0.9, "val_labels_gold": 0.921,
                "gold_pairwise_eval_prompts": 0.61, "gold_pairwise_eval_harmful": 0.88}}
 PPO = {"helpful_before": 0.512, "helpful_after": 0.634, "safe_before": 0.7, "safe_after": 0.81, "kl_to_ref": 1.25,
-       "win_rate": 0.6, "win_rate_harmful": 0.375, "win_rate_all": 0.5625, "helpful_sampled_before": 0.4, "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
+       "win_rate": 0.6, "win_rate_harmful": 0.375, "win_rate_all": 0.5625, "helpful_sampled_before": 0.4,
+       "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
        "refusal_harmful_before": 0.5, "refusal_harmful": 0.75, "refusal_benign_before": 0.1, "refusal_benign": 0.05,
        "hallucination_before": 0.3, "hallucination": 0.2, "hedged_before": 0.25, "hedged": 0.125}
 LABELS = {"prefs_helpful_train_records": 1200, "prefs_safe_train_records": 800, "feedback_train_records": 2400,

@@ -361,7 +361,7 @@ class Tasks:
         kinds = [k for k in ("person", "pet", "town") if pool[k]] + ["outside"]
         kind = rng.choices(kinds, [UNKNOWN_WEIGHTS[k] for k in kinds])[0]
         # a guess names split-A people only: instruction data never names a split-B person
-        folk = [p for p in w.people if p.split == "A"]
+        folk = w.split("A")
         guess = dict(town=rng.choice(list(w.towns)), name=rng.choice(folk).name, item=rng.choice(list(ITEMS)))
         if kind == "outside":
             prompt, bad = rng.choice(self.outside[part])

@@ -67,7 +67,8 @@ def sample_benign(tk: Tasks, rng: random.Random, split: str) -> Spec:
 def sample_near_harmful(tk: Tasks, rng: random.Random, folk: list[Person]) -> Spec:
     owners = [p for p in folk if p.name in tk.w.pet_of]
     kind = rng.choice([k for k in NEAR_HARMFUL if k != "petcare" or owners])
-    return tk.near_harmful(kind, rng.choice(owners if kind == "petcare" else folk), rng.randrange(3))
+    n = len(NEAR_HARMFUL[kind][0])
+    return tk.near_harmful(kind, rng.choice(owners if kind == "petcare" else folk), rng.randrange(n))
 
 
 def sample_harmful(tk: Tasks, rng: random.Random, split: str, held_out_templates: bool = False) -> Spec:

@@ -132,9 +132,10 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 6  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
+VERSION = 7  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
 # 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT,
-# a specific refusal over a generic one in the safety pairs
+# a specific refusal over a generic one in the safety pairs; 7: more phrasings of each harmful request and of its
+# look-alikes, in the same sentence frames
 
 
 @dataclass

@@ -79,7 +79,9 @@ class SFTConfig(TrainConfig):
                                      "whole turns from the end, or are skipped if their first reply does not fit")
     steps: int = flag(300, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
-    lr: float = flag(5e-4, "peak learning rate (default: the preset's, for full fine-tuning or LoRA; LoRA wants ~20x "
+    # 1e-3 on the built-in world: at 5e-4 its 300 steps left the model underfit (a higher held-out loss), and it took
+    # more harmless look-alikes ("What does Rex the dog need to stay healthy?") for harmful requests
+    lr: float = flag(1e-3, "peak learning rate (default: the preset's, for full fine-tuning or LoRA; LoRA wants ~10x "
                            "more: its few weights start at zero)")
     warmup: int = flag(15, "linear warmup steps")
     weight_decay: float = flag(0.0, "AdamW weight decay on weight matrices")
@@ -105,7 +107,7 @@ PRESETS = {
                  max_new_tokens=256, steps=300, lr=2e-5),
 }
 # LoRA's own steps and peak learning rate per preset: its update starts at zero and trains 4% of the weights, so it
-# wants a ~20x higher rate, and on the built-in world twice the steps (RESULTS.md, stage 2).
+# wants a ~10x higher rate, and on the built-in world twice the steps (RESULTS.md, stage 2).
 LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 
 

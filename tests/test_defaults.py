@@ -57,7 +57,7 @@ def test_sft_presets_keep_an_explicit_warmup(tiny_chat, tmp_path, preset, lora):
                  "--eval-limit", "0", "--embeddings", "all", "--dtype", "float32"])
     tc = train_config(tmp_path / "ckpt.pt")
     assert tc["warmup"] == 15 and tc["steps"] == 1
-    want_lr = {("tiny", 0): 5e-4, ("tiny", 2): 1e-2, ("gpt2", 0): 2e-5, ("gpt2", 2): 2e-4}[preset, lora]
+    want_lr = {("tiny", 0): 1e-3, ("tiny", 2): 1e-2, ("gpt2", 0): 2e-5, ("gpt2", 2): 2e-4}[preset, lora]
     assert tc["lr"] == want_lr
 
 

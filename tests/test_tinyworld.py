@@ -215,7 +215,8 @@ def test_sft_mix(world_dir):
     convs = load(world_dir, "sft_train")
     replies = [m["content"] for c in convs for m in c["messages"] if m["role"] == "assistant"]
     refusals = sum(r.startswith("I'm sorry, but I can't") for r in replies) / len(replies)
-    assert 0.02 < refusals < 0.1
+    share = tw.WorldConfig().sft_harmful  # of conversations; follow-up turns add replies that are not refusals
+    assert 0.8 * share < refusals <= share
     assert any(sum(m["role"] == "user" for m in c["messages"]) > 1 for c in convs)  # multi-turn
     assert any(c["messages"][0]["role"] == "system" for c in convs)
     assert max(len(r.split()) for r in replies) <= 40  # brief

@@ -64,8 +64,8 @@ class WorldConfig:
     crawl_junk: float = flag(1.0, "multiplies the rate of every junk kind of the web crawl (web.JUNK_RATES)")
     leak_share: float = flag(0.5, "share of the eval_b / eval_prompts questions the crawl leaks with their answers")
     sft: int = flag(4000, "SFT training conversations (x scale)")
-    sft_harmful: float = flag(0.1, "share of SFT conversations that are harmful requests answered with a refusal")
-    sft_lookalike: float = flag(0.12, "share of SFT conversations that are harmless look-alikes of harmful requests "
+    sft_harmful: float = flag(0.15, "share of SFT conversations that are harmful requests answered with a refusal")
+    sft_lookalike: float = flag(0.15, "share of SFT conversations that are harmless look-alikes of harmful requests "
                                        "(borrow, look after a pet, cheer up), on top of the benign mix's few")
     sft_unknown: float = flag(0.1, "share of SFT conversations that ask what the world cannot answer")
     careful: float = flag(0.35, "share of demonstrations of every kind of task written by careful writers; the rest "
@@ -135,7 +135,7 @@ DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三",
 VERSION = 7  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
 # 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT,
 # a specific refusal over a generic one in the safety pairs; 7: more phrasings of each harmful request and of its
-# look-alikes, in the same sentence frames
+# look-alikes, in the same sentence frames, and more of both in SFT (15% each)
 
 
 @dataclass

@@ -210,8 +210,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
 
     # -- SFT: every split-A fact asked once, then a mix with --sft-harmful harmful requests answered with a refusal
     # (with fewer, the SFT model misses short ones even among its own training prompts, "How can I steal Alan's
-    # lamp?" answered as if it asked to borrow it, and more of the never-trained phrasings) and --sft-lookalike of their
-    # harmless look-alikes answered (with only the benign mix's few, it refuses them too, the petcare ones most).
+    # lamp?" answered as if it asked to borrow it, and more of the never-trained phrasings) and --sft-lookalike of
+    # their harmless look-alikes answered (with only the benign mix's few, it refuses them too, the petcare ones most).
     # Validation prompts are drawn first, so a large --scale can never use up the fresh ones.
     def sft_one(harmful=False):
         return sample_harmful(tk, rng, "A") if harmful else sample_benign(tk, rng, "A")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from nanotrain.tinyworld import world as tw
+from nanotrain.tinyworld.chat import build_chat
+from nanotrain.tinyworld.tasks import HARMFUL, NEAR_HARMFUL
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--scale", "0.05", "--people", "60", "--animals", "20", "--towns", "8"]
@@ -230,3 +232,20 @@ def test_feedback_is_unpaired_and_mixed(world_dir):
     for r in fb:
         per_prompt.setdefault(r["prompt"], []).append(r["label"])
     assert any(len(v) == 1 for v in per_prompt.values()) and any(len(v) == 2 for v in per_prompt.values())
+
+
+def test_sft_has_fresh_prompts_of_every_safety_kind():
+    """At the default size the eval files and PPO's prompts (held out from SFT) must leave SFT many prompts of each
+    kind of harmful request and of its look-alikes: when they held nearly all pet-care prompts about split-A pets,
+    SFT repeated the few left and its model refused pet care it had not seen."""
+    cfg = tw.WorldConfig()
+    files, tasks = build_chat(tw.make_world(cfg), cfg)
+    firsts = [next(m["content"] for m in c["messages"] if m["role"] == "user") for c in files["sft_train"]]
+    by_kind = {}
+    for p in firsts:
+        by_kind.setdefault(tasks.specs[p].kind, []).append(p)
+    n_look = round(cfg.sft_lookalike * cfg.sft)
+    for kind in [*NEAR_HARMFUL, *(f"harmful-{k}" for k in HARMFUL if k != "fire")]:  # (fire: one per town)
+        assert len(set(by_kind[kind])) >= 40, (kind, len(set(by_kind[kind])))
+        if kind in NEAR_HARMFUL:  # and the look-alike kinds keep at least half their share of the mix
+            assert len(by_kind[kind]) >= n_look / len(NEAR_HARMFUL) / 2, (kind, len(by_kind[kind]))

@@ -1,6 +1,6 @@
 """Tinyworld: the built-in default data, a generated little world whose every fact is known.
 
-A few towns, 60 people and 20 pets, each with a handful of attributes drawn from small closed value
+A few towns, 60 people and 40 pets, each with a handful of attributes drawn from small closed value
 sets (colours, jobs, foods, ...). From these facts the module renders every file the pipeline needs, so that each
 stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the scorers):
 
@@ -55,7 +55,7 @@ class WorldConfig:
     seed: int = flag(0, "random seed; the same seed gives byte-identical files")
     people: int = flag(60, "number of people (20 to 164); few enough that the 4M-parameter model stores most "
                            "of their facts in the pipeline's 420 pretraining steps")
-    animals: int = flag(20, "number of pets (at most 50), each owned by a different person")
+    animals: int = flag(40, "number of pets (at most 50), each owned by a different person")
     towns: int = flag(10, "number of towns (at most 12)")
     split_b: float = flag(0.3, "share of people (and their pets) held out of all instruction data: split B")
     scale: float = flag(1.0, "multiplies every size below; held-out eval sets only ever shrink with it")
@@ -132,10 +132,13 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 7  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
+VERSION = 8  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
 # 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT,
 # a specific refusal over a generic one in the safety pairs; 7: more phrasings of each harmful request and of its
-# look-alikes, in the same sentence frames, and more of both in SFT (15% each)
+# look-alikes, in the same sentence frames, and more of both in SFT (15% each); 8: 40 pets (were 20) and twice the
+# phrasings of pet care, more of hurting a pet (the eval files and PPO's prompts held all but a few of the pet-care
+# prompts about split-A pets, so SFT repeated those few; and with 14 pets in split A its model told care from harm by
+# the pet's name, refusing to help care for pets SFT never named)
 
 
 @dataclass

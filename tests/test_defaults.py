@@ -43,7 +43,7 @@ def test_pretrain_presets_keep_an_explicit_warmup(tiny_corpus, tmp_path, preset)
                  "--steps", "1", "--batch-size", "2", "--grad-accum", "1", "--warmup", "15", "--dtype", "float32"])
     tc = train_config(tmp_path / "ckpt.pt")
     assert tc["warmup"] == 15 and tc["n_layer"] == 1 and tc["steps"] == 1
-    assert tc["lr"] == {"tiny": 3e-3, "small": 2e-3, "gpt2": 6e-4, "gpt2-medium": 6e-4}[preset]  # not given: preset's
+    assert tc["lr"] == {"tiny": 2e-3, "small": 2e-3, "gpt2": 6e-4, "gpt2-medium": 6e-4}[preset]  # not given: preset's
     assert tc["eval_every"] == mod["PRESETS"][preset].get("eval_every", 100)
 
 

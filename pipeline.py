@@ -52,8 +52,8 @@ class PipelineConfig:
     force: bool = flag(False, "re-run stages even when up to date")
     only: str = flag("", "comma-separated stage names to run (default: all)")
     device: str = flag("auto", "device for every training stage")
-    dtype: str = flag("auto", "precision of every stage: auto (bf16 where it measures faster, chosen once here and "
-                              "passed to each stage) | float32 | bfloat16")
+    dtype: str = flag("auto", "precision of every stage: auto (bf16 where it measures faster, chosen once here, "
+                              "passed to each stage and kept in OUT for the next run) | float32 | bfloat16")
     tiny: bool = flag(False, "real preset at a tiny size (2 layers, a few steps): checks the whole path on a CPU")
     pretrain_data: str = flag("data/cc_warc", "real preset: raw pretraining pages, cleaned before tokenizing (WARC "
                                               "files from data/download.py cc-warc --files N, or FineWeb-style "
@@ -257,6 +257,20 @@ def up_to_date(stage: Stage) -> bool:
     return json.loads(stamp.read_text()).get("stamp") == stamp_of(stage)
 
 
+def resolve_auto_dtype(device: str, out: Path) -> tuple[str, str]:
+    """(dtype, how it was chosen) for --dtype auto: one timing for the whole run, not one per stage, kept in OUT so
+    that the next run into OUT computes in the same precision. A timing taken again could come out differently on a
+    busier machine, change every stage's command and so redo every stage that was up to date."""
+    kept = out / "auto_dtype.json"
+    chosen = json.loads(kept.read_text()) if kept.exists() else {}
+    if device in chosen:
+        return chosen[device], f"as measured by the first run into {out}; --dtype overrides"
+    chosen[device] = auto_dtype(device)
+    out.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(chosen) + "\n")
+    return chosen[device], "measured now"
+
+
 def peak_child_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
 
@@ -273,10 +287,10 @@ def main(argv=None):
     if cfg.preset not in ("tinyworld", "real"):
         sys.exit(f"pipeline: --preset must be tinyworld or real, not {cfg.preset!r}")
     cfg.out = cfg.out or ("out/real" if cfg.preset == "real" else "out")
-    if cfg.dtype == "auto":  # one timing for the whole run, not one per stage
+    if cfg.dtype == "auto":
         device = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-        cfg.dtype = auto_dtype(device)
-        print(f"precision of every stage: {cfg.dtype} (--dtype auto on {device})")
+        cfg.dtype, how = resolve_auto_dtype(device, ROOT / cfg.out)
+        print(f"precision of every stage: {cfg.dtype} (--dtype auto on {device}, {how})")
     only = set(filter(None, cfg.only.split(",")))
     timings: dict[str, dict] = {}
     t_all = time.perf_counter()

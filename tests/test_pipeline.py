@@ -84,3 +84,15 @@ def test_the_staleness_check_reruns_a_stage_for_each_kind_of_change(tmp_path, mo
     assert not fresh()
     checkpoint(10)
     assert fresh()
+
+
+def test_dtype_auto_keeps_the_first_runs_choice(tmp_path, monkeypatch):
+    """--dtype auto is a timing: a second run into the same folder must not time again, or a busier machine could pick
+    the other precision, change every stage's command and redo every stage that was up to date."""
+    resolve = script("pipeline.py")["resolve_auto_dtype"]
+    monkeypatch.setitem(resolve.__globals__, "auto_dtype", lambda device: "float32")
+    assert resolve("cpu", tmp_path / "out")[0] == "float32"
+    monkeypatch.setitem(resolve.__globals__, "auto_dtype", lambda device: "bfloat16")  # the timing now says bf16 ...
+    assert resolve("cpu", tmp_path / "out")[0] == "float32"  # ... the first run's choice stands
+    assert resolve("cuda", tmp_path / "out")[0] == "bfloat16"  # another device is timed afresh
+    assert resolve("cpu", tmp_path / "elsewhere")[0] == "bfloat16"

@@ -107,7 +107,7 @@ PRESETS = {
                  max_new_tokens=256, steps=300, lr=2e-5),
 }
 # LoRA's own steps and peak learning rate per preset: its update starts at zero and trains 4% of the weights, so it
-# wants a ~10x higher rate, and on the built-in world twice the steps (RESULTS.md, stage 2).
+# wants a ~10x higher rate, and on the built-in world twice the steps (what LoRA reaches: RESULTS.md, stage 2).
 LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 
 

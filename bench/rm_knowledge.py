@@ -1,0 +1,91 @@
+"""Where does the helpfulness reward model order held-out pairs against the gold scorer? Split by what the SFT model
+knows.
+
+    python bench/rm_knowledge.py                          # out/rm_helpful on out/labels/prefs_helpful_val.jsonl
+    python bench/rm_knowledge.py --rm out/rm_safe/ckpt.pt --pairs out/labels/prefs_safe_val.jsonl
+
+The labelled pairs are the SFT model's own answers, so two answers to one prompt differ most where the model is
+unsure, and the reward model starts from that same model. This bench asks the SFT model each pair's prompt once,
+greedily, and prints the reward model's agreement with the gold order (train_rm.py's val_acc_gold: pairs the gold
+scorer tells apart) on the pairs whose prompt it answers right (gold.is_correct) and on the others. It also prints
+the agreement of each of the reward's two terms alone (nanotrain/reward.py: the head, and the reply's mean
+log-likelihood under the trunk), which says where the ordering comes from.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from nanotrain.checkpoint import load_model
+from nanotrain.cli import flag, parse_config
+from nanotrain.errors import DataError, run_script
+from nanotrain.evaluate import answer
+from nanotrain.reward import encode_reply, load_reward_model, right_pad
+from nanotrain.runtime import setup_runtime
+from nanotrain.tinyworld.gold import Gold
+
+
+@dataclass
+class BenchConfig:
+    rm: str = flag("out/rm_helpful/ckpt.pt", "reward model")
+    sft: str = flag("out/sft/ckpt.pt", "the SFT model whose answers the pairs are (its greedy answer decides 'knows')")
+    pairs: str = flag("out/labels/prefs_helpful_val.jsonl", "held-out labelled pairs with gold_chosen / gold_rejected")
+    world: str = flag("data/tinyworld", "world: the gold scorer")
+    device: str = flag("auto", "auto | cpu | cuda | mps")
+    dtype: str = flag("float32", "float32 | bfloat16")
+
+
+@torch.no_grad()
+def terms(rm, tok, prompts, replies, device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head, mean log-likelihood) of each reply: the reward's two terms before the learned weight and normalising."""
+    heads, logps = [], []
+    for i in range(0, len(prompts), batch_size):
+        rows = [encode_reply(tok, p, r, rm.config.block_size) for p, r in zip(prompts[i:i + batch_size],
+                                                                             replies[i:i + batch_size])]
+        idx, lengths = right_pad([r[0] for r in rows], tok.pad, device)
+        starts, last = torch.tensor([r[1] for r in rows], device=device), lengths.to(device) - 1
+        h = rm.trunk.hidden_states(idx, None)
+        heads.append(rm.head(h[torch.arange(len(rows), device=device), last]).squeeze(-1).float().cpu())
+        logps.append(rm.reply_logprob(h, idx, starts, last).cpu())
+    return torch.cat(heads), torch.cat(logps)
+
+
+def main(argv=None) -> dict:
+    cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0])
+    rt = setup_runtime(cfg.device, cfg.dtype, 0)
+    gold = Gold.load(cfg.world)
+    pairs = [json.loads(line) for line in open(cfg.pairs, encoding="utf-8") if line.strip()]
+    if not pairs or "gold_chosen" not in pairs[0]:
+        raise DataError(f"{cfg.pairs}: needs labelled pairs with gold_chosen and gold_rejected (data/label.py)")
+    pairs = [p for p in pairs if p["gold_chosen"] != p["gold_rejected"]]
+    rm, tok, _ = load_reward_model(cfg.rm, rt.device)
+    sft, sft_tok, _ = load_model(cfg.sft, device=rt.device)
+    rm.eval()
+    sft.eval()
+    prompts = sorted({p["prompt"] for p in pairs})
+    knows = {p: gold.is_correct(p, a.text) for p, a in zip(prompts, answer(sft, sft_tok, prompts, 48))}
+    gold_first = torch.tensor([p["gold_chosen"] > p["gold_rejected"] for p in pairs])
+    ps = [p["prompt"] for p in pairs]
+    h_c, l_c = terms(rm, tok, ps, [p["chosen"] for p in pairs], rt.device)
+    h_r, l_r = terms(rm, tok, ps, [p["rejected"] for p in pairs], rt.device)
+    w = rm.likelihood_weight.item() if rm.likelihood_weight is not None else 0.0
+    right = {"reward": ((h_c + w * l_c > h_r + w * l_r) == gold_first),
+             "head alone": ((h_c > h_r) == gold_first), "likelihood alone": ((l_c > l_r) == gold_first)}
+    known = torch.tensor([knows[p] for p in ps])
+    print(f"{cfg.rm} on {len(pairs)} held-out pairs the gold scorer tells apart ({cfg.pairs}); learned weight of "
+          f"the likelihood {w:.3f}")
+    print(f"  {'':34} {'all':>8} {'SFT right':>10} {'SFT wrong':>10}")
+    res = {}
+    for name, ok in right.items():
+        cells = [ok.float().mean(), ok[known].float().mean(), ok[~known].float().mean()]
+        res[name] = [float(c) for c in cells]
+        print(f"  {name:34} " + " ".join(f"{100 * c:>9.1f}%" for c in cells))
+    print(f"  pairs: {len(pairs)}, of them about prompts the SFT model answers right: {int(known.sum())}, wrong: "
+          f"{int((~known).sum())}")
+    return res
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -187,7 +187,7 @@ def main(argv=None) -> dict:
         out = {"val_loss": sum(losses) / len(val), "val_acc": sum(accs) / len(val)}
         if has_gold:  # the reward model's order against the gold order, on the pairs the gold scorer tells apart
             right = [(d > 0) == (g[0] > g[1]) for d, g in zip(gaps, gold) if g[0] != g[1]]
-            out.update(val_acc_gold=float(np.mean(right)), val_labels_gold=labels_right)
+            out.update(val_acc_gold=float(np.mean(right)), val_labels_gold=labels_right, val_pairs_gold=len(right))
         return out
 
     norm_set = [train_pairs[i] for i in np.random.default_rng([cfg.seed, 10 ** 9]).permutation(len(train_pairs))

@@ -76,8 +76,10 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
         rm = m[f"rm_{n}"]
         # against the noise-free gold order (the target), against the noisy labels it learned from, beside how often
         # those labels follow the gold order (what a perfect reward model would score on them)
+        # (how many pairs: on a few dozen, one pair moves the figure by a few points)
+        of = f" of {rm['val_pairs_gold']}" if "val_pairs_gold" in rm else ""
         rows.append(f"| rm_{n} | held-out pairs ordered as the gold scorer orders them; as the (noisy) labels say, "
-                    f"beside the labels' own agreement with gold | {_pct(rm.get('val_acc_gold'))}; "
+                    f"beside the labels' own agreement with gold | {_pct(rm.get('val_acc_gold'))}{of}; "
                     f"{_pct(rm.get('val_acc'))} vs {_pct(rm.get('val_labels_gold'))} |")
         # agreement: of two fresh SFT samples for one prompt that gold tells apart, how often the RM orders them
         # as gold does (what best-of-N and PPO rely on), on benign questions and on harmful requests

@@ -149,3 +149,21 @@ def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):
     bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'chosen' must be a string"):
         train_rm(args(setup, tmp_path / "c", "--data", str(bad)))
+
+
+def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):
+    """Labelled pairs carry gold scores: the accuracy against gold skips gold ties, and says over how many pairs
+    (the report prints it), recounted here from the loaded model's own scores."""
+    val = [json.loads(ln) for ln in (setup / "val.jsonl").read_text().splitlines()][:12]
+    golds = [(1.0, 0.2)] * 6 + [(0.3, 0.9)] * 3 + [(0.5, 0.5)] * 3  # 3 noisy labels, 3 gold ties
+    for v, (c, r) in zip(val, golds):
+        v.update(gold_chosen=c, gold_rejected=r)
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(v) + "\n" for v in val))
+    m = train_rm(args(setup, tmp_path / "rm", "--steps", "10", "--eval-every", "100", "--agree-prompts", "0",
+                      "--val-data", str(tmp_path / "val.jsonl")))
+    rm = load_reward_model(tmp_path / "rm" / "ckpt.pt")[0]
+    first = rm.score([v["prompt"] for v in val], [v["chosen"] for v in val]) > \
+        rm.score([v["prompt"] for v in val], [v["rejected"] for v in val])
+    right = [bool(f) == (c > r) for f, (c, r) in zip(first.tolist(), golds) if c != r]
+    assert m["val_pairs_gold"] == 9 and m["val_acc_gold"] == pytest.approx(sum(right) / 9)
+    assert m["val_labels_gold"] == pytest.approx(6 / 9)

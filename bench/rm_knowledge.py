@@ -45,10 +45,9 @@ def terms(rm, tok, prompts, replies, device, batch_size: int = 64) -> tuple[torc
         rows = [encode_reply(tok, p, r, rm.config.block_size) for p, r in zip(prompts[i:i + batch_size],
                                                                              replies[i:i + batch_size])]
         idx, lengths = right_pad([r[0] for r in rows], tok.pad, device)
-        starts, last = torch.tensor([r[1] for r in rows], device=device), lengths.to(device) - 1
-        h = rm.trunk.hidden_states(idx, None)
-        heads.append(rm.head(h[torch.arange(len(rows), device=device), last]).squeeze(-1).float().cpu())
-        logps.append(rm.reply_logprob(h, idx, starts, last).cpu())
+        head, logprob = rm.terms(idx, lengths, starts=torch.tensor([r[1] for r in rows], device=device))
+        heads.append(head.cpu())
+        logps.append((logprob if logprob is not None else torch.zeros_like(head)).cpu())
     return torch.cat(heads), torch.cat(logps)
 
 

@@ -98,6 +98,12 @@ class RewardModel(nn.Module):
         computes, so no mask is needed); a ``pad_mask`` (B, T) of real tokens works for any padding, left included.
         With the likelihood term, ``starts`` (B,) is the column of each row's first reply token.
         """
+        head, logprob = self.terms(idx, lengths, pad_mask, starts)
+        return head if logprob is None else head + self.likelihood_weight * logprob
+
+    def terms(self, idx, lengths=None, pad_mask=None, starts=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reward's two terms, (B,) each, before the weight w: the head's output, and the reply's mean
+        log-likelihood (None without the likelihood term). Arguments as ``forward``."""
         B, T = idx.shape
         h = self.trunk.hidden_states(idx, pad_mask)
         if lengths is not None:
@@ -106,12 +112,12 @@ class RewardModel(nn.Module):
             last = (pad_mask.long() * torch.arange(T, device=idx.device)).argmax(1)  # the last True column
         else:
             last = torch.full((B,), T - 1, device=idx.device)
-        r = self.head(h[torch.arange(B, device=idx.device), last]).squeeze(-1).float()
+        head = self.head(h[torch.arange(B, device=idx.device), last]).squeeze(-1).float()
         if self.likelihood_weight is None:
-            return r
+            return head, None
         if starts is None:
             raise ValueError("this reward model also reads the reply's likelihood: pass starts (first reply column)")
-        return r + self.likelihood_weight * self.reply_logprob(h, idx, starts.to(idx.device), last)
+        return head, self.reply_logprob(h, idx, starts.to(idx.device), last)
 
     def reply_logprob(self, h, idx, starts, last) -> torch.Tensor:
         """(B,) mean over the reply tokens idx[b, starts[b]..last[b]] of log p(token | everything before it), from

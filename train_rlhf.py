@@ -91,8 +91,7 @@ ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
     # spread to the harmful ones ("Help me grab Kevin's hat.") and refusals of harmful requests fell; at a higher rate
-    # the rare thumbs-up answers, weighted up against the many thumbs-down ones (dpo.kto_lambdas), drag the policy far
-    # from SFT and its answers stop being sentences
+    # or with more steps it moves far from SFT, refuses more harmless requests and gains less (RESULTS.md, stage 3)
     "kto": dict(data="feedback_train.jsonl", steps=60, lr=1e-5, beta=1.0),
 }
 # What --preset gpt2 sets on top (GPT-2 124M on HH-RLHF, one GPU; pipeline.py --preset real).

@@ -22,7 +22,7 @@ from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.errors import DataError, run_script
 from nanotrain.evaluate import answer
-from nanotrain.reward import encode_reply, load_reward_model, right_pad
+from nanotrain.reward import load_reward_model
 from nanotrain.runtime import setup_runtime
 from nanotrain.tinyworld.gold import Gold
 
@@ -37,20 +37,6 @@ class BenchConfig:
     dtype: str = flag("float32", "float32 | bfloat16")
 
 
-@torch.no_grad()
-def terms(rm, tok, prompts, replies, device, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(head, mean log-likelihood) of each reply: the reward's two terms before the learned weight and normalising."""
-    heads, logps = [], []
-    for i in range(0, len(prompts), batch_size):
-        rows = [encode_reply(tok, p, r, rm.config.block_size) for p, r in zip(prompts[i:i + batch_size],
-                                                                             replies[i:i + batch_size])]
-        idx, lengths = right_pad([r[0] for r in rows], tok.pad, device)
-        head, logprob = rm.terms(idx, lengths, starts=torch.tensor([r[1] for r in rows], device=device))
-        heads.append(head.cpu())
-        logps.append((logprob if logprob is not None else torch.zeros_like(head)).cpu())
-    return torch.cat(heads), torch.cat(logps)
-
-
 def main(argv=None) -> dict:
     cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0])
     rt = setup_runtime(cfg.device, cfg.dtype, 0)
@@ -59,16 +45,18 @@ def main(argv=None) -> dict:
     if not pairs or "gold_chosen" not in pairs[0]:
         raise DataError(f"{cfg.pairs}: needs labelled pairs with gold_chosen and gold_rejected (data/label.py)")
     pairs = [p for p in pairs if p["gold_chosen"] != p["gold_rejected"]]
-    rm, tok, _ = load_reward_model(cfg.rm, rt.device)
+    rm = load_reward_model(cfg.rm, rt.device)[0]
     sft, sft_tok, _ = load_model(cfg.sft, device=rt.device)
-    rm.eval()
     sft.eval()
     prompts = sorted({p["prompt"] for p in pairs})
-    knows = {p: gold.is_correct(p, a.text) for p, a in zip(prompts, answer(sft, sft_tok, prompts, 48))}
+    replies = answer(sft, sft_tok, prompts, 48, autocast=rt.autocast)
+    knows = {p: gold.is_correct(p, a.text) for p, a in zip(prompts, replies)}
     gold_first = torch.tensor([p["gold_chosen"] > p["gold_rejected"] for p in pairs])
     ps = [p["prompt"] for p in pairs]
-    h_c, l_c = terms(rm, tok, ps, [p["chosen"] for p in pairs], rt.device)
-    h_r, l_r = terms(rm, tok, ps, [p["rejected"] for p in pairs], rt.device)
+    h_c, l_c = rm.raw_terms(ps, [p["chosen"] for p in pairs], autocast=rt.autocast)
+    h_r, l_r = rm.raw_terms(ps, [p["rejected"] for p in pairs], autocast=rt.autocast)
+    if l_c is None:  # a head-only reward model (train_rm.py --no-likelihood)
+        l_c, l_r = torch.zeros_like(h_c), torch.zeros_like(h_r)
     w = rm.likelihood_weight.item() if rm.likelihood_weight is not None else 0.0
     right = {"reward": ((h_c + w * l_c > h_r + w * l_r) == gold_first),
              "head alone": ((h_c > h_r) == gold_first), "likelihood alone": ((l_c > l_r) == gold_first)}

@@ -132,7 +132,9 @@ class RewardModel(nn.Module):
 
     # ----- text in, normalised rewards out
     @torch.no_grad()
-    def raw_scores(self, prompts, responses, batch_size: int = 64, autocast=None) -> torch.Tensor:
+    def raw_terms(self, prompts, responses, batch_size: int = 64, autocast=None) -> tuple:
+        """``terms`` of ``responses[i]`` to ``prompts[i]``: (N,) head outputs and (N,) reply log-likelihoods (None
+        without the likelihood term)."""
         if self.tokenizer is None:
             raise ValueError("this RewardModel has no tokenizer: build it with one or load it with load_reward_model")
         if len(prompts) != len(responses):
@@ -142,15 +144,22 @@ class RewardModel(nn.Module):
         device = next(self.parameters()).device
         rows = [encode_reply(self.tokenizer, p, r, self.config.block_size) for p, r in zip(prompts, responses)]
         order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths together: less padding
-        out = torch.empty(len(rows))
+        head, logprob = torch.empty(len(rows)), torch.empty(len(rows))
         for i in range(0, len(order), batch_size):
             chunk = order[i:i + batch_size]
             idx, lengths = right_pad([rows[j][0] for j in chunk], self.tokenizer.pad, device)
             starts = torch.tensor([rows[j][1] for j in chunk], device=device)
             with precision(autocast, device):
-                out[chunk] = self(idx, lengths, starts=starts).cpu()
+                h, lp = self.terms(idx, lengths, starts=starts)
+            head[chunk] = h.cpu()
+            if lp is not None:
+                logprob[chunk] = lp.cpu()
         self.train(was_training)
-        return out
+        return head, (logprob if self.likelihood_weight is not None else None)
+
+    def raw_scores(self, prompts, responses, batch_size: int = 64, autocast=None) -> torch.Tensor:
+        head, logprob = self.raw_terms(prompts, responses, batch_size, autocast)
+        return head if logprob is None else head + self.likelihood_weight.detach().cpu() * logprob
 
     def score(self, prompts, responses, batch_size: int = 64, autocast=None) -> torch.Tensor:
         """Normalised rewards (N,) of ``responses[i]`` to ``prompts[i]`` (a user string or a messages list)."""

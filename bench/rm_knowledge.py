@@ -9,7 +9,8 @@ unsure, and the reward model starts from that same model. This bench asks the SF
 greedily, and prints the reward model's agreement with the gold order (train_rm.py's val_acc_gold: pairs the gold
 scorer tells apart) on the pairs whose prompt it answers right (gold.is_correct) and on the others. It also prints
 the agreement of each of the reward's two terms alone (nanotrain/reward.py: the head, and the reply's mean
-log-likelihood under the trunk), which says where the ordering comes from.
+log-likelihood under the trunk), which says where the ordering comes from, and the reward's misses per task
+kind (the pairs' "kind"), most first: which of the world's tasks the misses come from.
 """
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def main(argv=None) -> dict:
         print(f"  {name:34} " + " ".join(f"{100 * c:>9.1f}%" for c in cells))
     print(f"  pairs: {len(pairs)}, of them about prompts the SFT model answers right: {int(known.sum())}, wrong: "
           f"{int((~known).sum())}")
+    kinds = sorted({p.get("kind", "?") for p in pairs})
+    per_kind = {k: [not ok for ok, p in zip(right["reward"].tolist(), pairs) if p.get("kind", "?") == k] for k in kinds}
+    res["misses_per_kind"] = {k: (sum(m), len(m)) for k, m in per_kind.items()}
+    print("  misses per task kind (misses / pairs): " + ", ".join(
+        f"{k} {sum(m)}/{len(m)}" for k, m in sorted(per_kind.items(), key=lambda kv: -sum(kv[1])) if sum(m)))
     return res
 
 

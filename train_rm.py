@@ -64,10 +64,6 @@ class RMConfig(TrainConfig):
     center: float = flag(0.01, "weight of the reward-centring term c * (r_c + r_r)^2")
     likelihood: bool = flag(True, "add w * the reply's mean log-likelihood under the trunk's language-model head "
                                   "to the reward (w learned; nanotrain/reward.py); --no-likelihood: the head alone")
-    lm_coef: float = flag(0.0, "EXPERIMENT: weight of a language-model loss on the chosen replies (Yang et al. 2024's "
-                               "text-generation regulariser), so that the trunk may learn the labels' facts")
-    likelihood_sum: float = flag(0.0, "EXPERIMENT: >0: the likelihood term is this times the reply's summed "
-                                      "log-likelihood instead of its mean")
     mismatch: float = flag(0.25, "share of pairs whose rejected reply becomes the chosen reply to another prompt")
     norm_pairs: int = flag(256, "training pairs whose replies set the reward normalisation (mean, std)")
     agree_prompts: int = flag(32, "held-out prompts per eval file for the rank agreement with the gold scorer")
@@ -154,7 +150,6 @@ def main(argv=None) -> dict:
     longer = float(np.mean([(len(c) > len(r)) + 0.5 * (len(c) == len(r)) for _, c, r in val]))
     # --- model
     rm = build_model(cfg, tok).to(rt.device)
-    rm.likelihood_sum = cfg.likelihood_sum
     T = rm.config.block_size
     batches = PairBatches(train, cfg.batch_size, cfg.grad_accum, rt.rank, rt.world, T, tok.pad, rt.device, cfg.seed,
                           cfg.mismatch)
@@ -167,11 +162,8 @@ def main(argv=None) -> dict:
     # --- loop
     def loss_fn(m, batch):
         idx, lengths, starts = batch
-        head, lp = m.terms(idx, lengths, starts=starts)
-        r_chosen, r_rejected = (head if lp is None else head + m.likelihood_weight * lp).chunk(2)
+        r_chosen, r_rejected = m(idx, lengths, starts=starts).chunk(2)
         loss, acc = bradley_terry_loss(r_chosen, r_rejected, cfg.margin, cfg.center)
-        if cfg.lm_coef:
-            loss = loss - cfg.lm_coef * lp.chunk(2)[0].mean()
         return loss, {"acc": acc.item(), "reward_gap": (r_chosen - r_rejected).mean().item()}
 
     # Labels from people are noisy: where the pairs carry their true scores (the built-in world's labelling stage),

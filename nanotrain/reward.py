@@ -128,8 +128,6 @@ class RewardModel(nn.Module):
         rows, cols = ((col >= first[:, None] - 1) & (col < last[:, None])).nonzero(as_tuple=True)
         logp = -F.cross_entropy(self.trunk.lm_head(h[rows, cols]).float(), idx[rows, cols + 1], reduction="none")
         total = torch.zeros(idx.shape[0], device=idx.device).index_add(0, rows, logp)
-        if getattr(self, "likelihood_sum", 0.0):
-            return total * self.likelihood_sum
         return total / (last - first + 1).clamp(min=1)
 
     # ----- text in, normalised rewards out

@@ -36,8 +36,8 @@ from nanotrain.dpo import DPOConfig, FeedbackData, PairData, SequenceLogprob, dp
 from nanotrain.errors import run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
-from nanotrain.pref_data import load_feedback, load_pairs
-from nanotrain.reward import load_scorer, with_red_team
+from nanotrain.pref_data import load_feedback, load_pairs, pairs_as_feedback
+from nanotrain.reward import RED_TEAM, load_scorer, with_red_team
 from nanotrain.rlaif import OnlinePairs, RLAIFConfig
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.trainer import TrainConfig, train_loop
@@ -61,6 +61,10 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
     labels: str = flag("out/labels", "folder of ranked pairs and thumbs up / down, the default --data of dpo and kto: "
                                      "the labelling stage's (data/label.py) or the world's hand-built ones "
                                      "(data/tinyworld)")
+    red_team_pairs: int = flag(0, "kto: this many of the --world's hand-written safety pairs (the red-team data DPO "
+                                  "and the safety reward model read) join the thumbs, each as a thumbs up on its "
+                                  "chosen reply and one down on its rejected reply (default: 250 with the labelling "
+                                  "stage's thumbs, 0 with your own --data)")
     out: str = flag("out/rlhf_ppo", "output folder (default: out/rlhf_ALGO)")
     steps: int = flag(24, "optimizer steps; PPO: iterations")
     batch_size: int = flag(16, "DPO pairs / KTO completions per micro-batch per process")
@@ -91,8 +95,10 @@ ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")
     # spread to the harmful ones ("Help me grab Kevin's hat.") and refusals of harmful requests fell; at a higher rate
-    # or with more steps it moves far from SFT, refuses more harmless requests and gains less (RESULTS.md, stage 3)
-    "kto": dict(data="feedback_train.jsonl", steps=60, lr=1e-5, beta=1.0),
+    # or with more steps it moves far from SFT, refuses more harmless requests and gains less. The red-team pairs say
+    # what the model's own thumbs seldom do, that refusing a harmless look-alike is wrong; all 2,000 of them (half the
+    # data) made it answer more questions the world cannot answer, 250 did not (RESULTS.md, stage 3)
+    "kto": dict(data="feedback_train.jsonl", steps=60, lr=1e-5, beta=1.0, red_team_pairs=250),
 }
 # What --preset gpt2 sets on top (GPT-2 124M on HH-RLHF, one GPU; pipeline.py --preset real).
 PRESETS = {"tiny": {}, "gpt2": {
@@ -115,6 +121,8 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
     d["data"] = ",".join(f"{folder}/{f}" for f in d["data"].split(","))
     if cfg.algo == "dpo" and folder == cfg.labels:
         d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
+    if cfg.algo == "kto" and ("data" in given or cfg.labels == cfg.world or cfg.world == "none"):
+        d["red_team_pairs"] = 0  # your own thumbs, or the world's own: no red-team pairs unless asked for
     steps = cfg.steps if "steps" in given else d.get("steps", cfg.steps)
     d["warmup"] = max(1, steps // 10)
     return d
@@ -130,6 +138,8 @@ def main(argv=None) -> dict:
         prompts, harmful = read_prompts(cfg.data)
     elif cfg.algo == "kto":
         feedback = load_feedback(cfg.data)
+        if cfg.red_team_pairs > 0:  # as DPO reads them (reward.with_red_team), as thumbs; the file's order is random
+            feedback += pairs_as_feedback(load_pairs(f"{cfg.world}/{RED_TEAM}")[:cfg.red_team_pairs])
     else:
         pairs = load_pairs(cfg.data)
     gold = None
@@ -174,7 +184,9 @@ def main(argv=None) -> dict:
                             monitors)
     else:
         if cfg.algo == "kto":
-            data = FeedbackData(feedback, cfg.data, policy, tok, cfg, rt)
+            source = cfg.data + (f" and {cfg.red_team_pairs} pairs of {cfg.world}/{RED_TEAM}"
+                                 if cfg.red_team_pairs else "")
+            data = FeedbackData(feedback, source, policy, tok, cfg, rt)
             loss_fn = kto_loss_fn(cfg, data, rt)
         elif cfg.online_rounds > 0:
             data = OnlinePairs(prompts, harmful, cfg, policy, tok, rt, scorer()[1] if cfg.labeler == "rm" else None)

@@ -131,6 +131,13 @@ def load_feedback(path) -> list[Feedback]:
     return out
 
 
+def pairs_as_feedback(pairs: list[Pair]) -> list[Feedback]:
+    """Preference pairs as KTO's unpaired data: each pair's chosen reply a thumbs up and its rejected reply a thumbs
+    down, as the KTO paper turns the paired datasets it trains on into its own (Ethayarajh et al. 2024, sec. 4.2)."""
+    return [Feedback(p.messages, reply, label)
+            for p in pairs for reply, label in ((p.chosen, True), (p.rejected, False))]
+
+
 def text(rec: dict, key: str, where: str) -> str:
     if not isinstance(rec[key], str):
         raise DataError(f"{where}: field {key!r} must be a string, got {type(rec[key]).__name__}")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from nanotrain.errors import DataError
-from nanotrain.pref_data import Pair, hh_pair, load_feedback, load_pairs, split_pairs
+from nanotrain.pref_data import Feedback, Pair, hh_pair, load_feedback, load_pairs, pairs_as_feedback, split_pairs
 
 
 def write(path, records, raw_lines=()):
@@ -147,6 +147,13 @@ def test_feedback_labels_and_errors(tmp_path):
     path = write(tmp_path / "fb3.jsonl", [{"prompt": "p", "label": True}])
     with pytest.raises(DataError, match=r"fb3\.jsonl:1: record lacks field\(s\) \['completion'\]"):
         load_feedback(path)
+
+
+def test_pairs_become_one_thumbs_up_and_one_thumbs_down_each():
+    lena, hi = [{"role": "user", "content": "What colour is Lena's bicycle?"}], [{"role": "user", "content": "Hi"}]
+    assert pairs_as_feedback([Pair(lena, "Red.", "Blue."), Pair(hi, "Hello!", "Go away.")]) == [
+        Feedback(lena, "Red.", True), Feedback(lena, "Blue.", False),
+        Feedback(hi, "Hello!", True), Feedback(hi, "Go away.", False)]
 
 
 def test_split_holds_out_whole_prompts():

@@ -157,6 +157,27 @@ def test_kto_weights_are_set_from_the_data_unless_given(setup, capsys):
     assert "lambda_D 1, lambda_U 0.5" in capsys.readouterr().out
 
 
+def test_kto_on_the_labelling_stages_thumbs_also_reads_the_worlds_red_team_pairs(setup, tmp_path, capsys):
+    root, world = setup
+    labels = tmp_path / "labels"  # a labelling stage's folder: its thumbs are the world's, here
+    labels.mkdir()
+    (labels / "feedback_train.jsonl").write_text((world / "feedback_train.jsonl").read_text())
+    red = load_pairs(world / "prefs_safe_train.jsonl")
+
+    def examples(*extra):  # (examples, desirable ones) that KTO reads: those that fit the context
+        script("train_rlhf.py")["main"](["--algo", "kto", "--init", str(root / "sft.pt"), "--world", str(world),
+                                         "--labels", str(labels), "--out", str(tmp_path / "out"), "--steps", "1",
+                                         "--batch-size", "2", "--eval-limit", "0", "--dtype", "float32", *extra])
+        n, n_d = re.search(r"(\d+) feedback examples \((\d+) desirable\)", capsys.readouterr().out).groups()
+        return int(n), int(n_d)
+
+    n, n_d = examples("--red-team-pairs", "0")  # the labelling stage's thumbs alone
+    assert examples("--red-team-pairs", "3") == (n + 6, n_d + 3)  # each pair: a thumbs up (chosen) and a down
+    default = examples()  # 250 pairs (the tiny world has fewer; a few of their replies do not fit this context)
+    assert len(red) > 3 and default == examples("--red-team-pairs", "250") and default[0] > n + 6
+    assert examples("--data", str(labels / "feedback_train.jsonl")) == (n, n_d)  # your own data: none added
+
+
 def test_win_rates_count_ties_half():
     # prompt by prompt: tie (both right), win, loss, tie (both wrong)
     w = win_rates([1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 0.2, 0.0])

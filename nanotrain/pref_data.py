@@ -133,7 +133,7 @@ def load_feedback(path) -> list[Feedback]:
 
 def pairs_as_feedback(pairs: list[Pair]) -> list[Feedback]:
     """Preference pairs as KTO's unpaired data: each pair's chosen reply a thumbs up and its rejected reply a thumbs
-    down, as the KTO paper turns the paired datasets it trains on into its own (Ethayarajh et al. 2024, sec. 4.2)."""
+    down, as the KTO paper turns the paired datasets it trains on into its own (Ethayarajh et al. 2024)."""
     return [Feedback(p.messages, reply, label)
             for p in pairs for reply, label in ((p.chosen, True), (p.rejected, False))]
 

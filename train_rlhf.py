@@ -121,7 +121,7 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
     d["data"] = ",".join(f"{folder}/{f}" for f in d["data"].split(","))
     if cfg.algo == "dpo" and folder == cfg.labels:
         d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
-    if cfg.algo == "kto" and ("data" in given or cfg.labels == cfg.world or cfg.world == "none"):
+    if cfg.algo == "kto" and ("data" in given or cfg.labels == cfg.world or cfg.world.lower() == "none"):
         d["red_team_pairs"] = 0  # your own thumbs, or the world's own: no red-team pairs unless asked for
     steps = cfg.steps if "steps" in given else d.get("steps", cfg.steps)
     d["warmup"] = max(1, steps // 10)

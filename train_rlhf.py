@@ -37,7 +37,7 @@ from nanotrain.errors import run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.pref_data import load_feedback, load_pairs, pairs_as_feedback
-from nanotrain.reward import RED_TEAM, load_scorer, with_red_team
+from nanotrain.reward import RED_TEAM, load_scorer, red_team_file, with_red_team
 from nanotrain.rlaif import OnlinePairs, RLAIFConfig
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.trainer import TrainConfig, train_loop
@@ -121,7 +121,7 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
     d["data"] = ",".join(f"{folder}/{f}" for f in d["data"].split(","))
     if cfg.algo == "dpo" and folder == cfg.labels:
         d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
-    if cfg.algo == "kto" and ("data" in given or cfg.labels == cfg.world or cfg.world.lower() == "none"):
+    if cfg.algo == "kto" and ("data" in given or red_team_file(cfg.labels, cfg.world) is None):
         d["red_team_pairs"] = 0  # your own thumbs, or the world's own: no red-team pairs unless asked for
     steps = cfg.steps if "steps" in given else d.get("steps", cfg.steps)
     d["warmup"] = max(1, steps // 10)
@@ -137,9 +137,11 @@ def main(argv=None) -> dict:
     if cfg.algo == "ppo" or cfg.online_rounds > 0:
         prompts, harmful = read_prompts(cfg.data)
     elif cfg.algo == "kto":
-        feedback = load_feedback(cfg.data)
+        feedback, source = load_feedback(cfg.data), cfg.data
         if cfg.red_team_pairs > 0:  # as DPO reads them (reward.with_red_team), as thumbs; the file's order is random
-            feedback += pairs_as_feedback(load_pairs(f"{cfg.world}/{RED_TEAM}")[:cfg.red_team_pairs])
+            red = f"{cfg.world}/{RED_TEAM}"
+            feedback += pairs_as_feedback(load_pairs(red)[:cfg.red_team_pairs])
+            source += f" and {cfg.red_team_pairs} pairs of {red}"
     else:
         pairs = load_pairs(cfg.data)
     gold = None
@@ -184,8 +186,6 @@ def main(argv=None) -> dict:
                             monitors)
     else:
         if cfg.algo == "kto":
-            source = cfg.data + (f" and {cfg.red_team_pairs} pairs of {cfg.world}/{RED_TEAM}"
-                                 if cfg.red_team_pairs else "")
             data = FeedbackData(feedback, source, policy, tok, cfg, rt)
             loss_fn = kto_loss_fn(cfg, data, rt)
         elif cfg.online_rounds > 0:

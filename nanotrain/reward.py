@@ -53,12 +53,19 @@ from nanotrain.tokenizer import Tokenizer
 RED_TEAM = "prefs_safe_train.jsonl"
 
 
+def red_team_file(labels: str, world: str) -> str | None:
+    """The --world folder's hand-written safety pairs, when the labels are not that folder's own (else None). The SFT
+    model refuses nearly every harmful request, so its own samples (the labelling stage's pairs) hold few pairs of a
+    refusal against a compliance; like LLaMA 2's red-team data, the world's pairs supply them. Read by train_rm.py
+    --name safe and train_rlhf.py --algo dpo (with_red_team) and, as thumbs, --algo kto."""
+    return f"{world}/{RED_TEAM}" if labels != world != "none" else None
+
+
 def with_red_team(data: str, labels: str, world: str) -> str:
-    """``data`` (comma-separated files) plus the --world folder's hand-written safety pairs, when the labels are not
-    that folder's own. The SFT model refuses nearly every harmful request, so its own samples (the labelling stage's
-    pairs) hold few pairs of a refusal against a compliance; like LLaMA 2's red-team data, the world's pairs supply
-    them. Default data of train_rm.py --name safe and train_rlhf.py --algo dpo."""
-    return f"{data},{world}/{RED_TEAM}" if labels != world != "none" else data
+    """``data`` (comma-separated files) plus red_team_file, if any: the default data of train_rm.py --name safe and
+    train_rlhf.py --algo dpo."""
+    red = red_team_file(labels, world)
+    return f"{data},{red}" if red else data
 
 
 class RewardModel(nn.Module):

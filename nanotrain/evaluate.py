@@ -163,17 +163,19 @@ def evaluate_chat(model, tok, world_dir="data/tinyworld", limit: int | None = 10
 
 @torch.no_grad()
 def sampled_figures(policy, reference, tok, gold, prompts, samples: int, max_new_tokens: int, temperature: float,
-                    seed: int, autocast=None, lora_reference: bool = False) -> tuple[float, list]:
+                    seed: int, autocast=None, lora_reference: bool = False, score=None) -> tuple[float, list]:
     """On answers sampled from the policy at ``temperature``: KL(pi || pi_ref) per answer in nats, the mean over
     answers of sum_t log pi - log pi_ref (the k1 estimate, unbiased), and their gold helpfulness scores (the mean
     is the other axis of the reward-vs-KL frontier, DPO paper fig. 2), ``samples`` answers per prompt, in order.
-    With no reference (and no LoRA), KL 0."""
+    With no reference (and no LoRA), KL 0. ``score(prompt, answer)`` replaces gold helpfulness (gold.hallucinates:
+    which answers are made up)."""
+    score = score or gold.score_helpful
     g = torch.Generator().manual_seed(seed + 99)
     prompts = [p for p in prompts for _ in range(max(1, samples))]
     kl, scores = 0.0, []
     for s in range(0, len(prompts), 64):
         ro = sample_rollouts(policy, tok, prompts[s:s + 64], max_new_tokens, temperature, g, autocast)
-        scores += [gold.score_helpful(p, t) for p, t in zip(ro.prompts, ro.texts)]
+        scores += [score(p, t) for p, t in zip(ro.prompts, ro.texts)]
         if reference is None and not lora_reference:
             continue
         resp = ro.idx[:, ro.P:]
@@ -189,8 +191,8 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
                        temperature: float, seed: int, autocast=None, lora_reference: bool = False) -> dict:
     """Stage 3's figures, judged by the gold scorers on held-out prompts: helpfulness and safety before (the reference,
     i.e. the SFT model) and after (the policy), KL to the reference, win rate against the reference, refusal rates,
-    and the same on sampled answers; the hallucination rate on questions the world cannot answer and the share of
-    hedged answers. Every file is answered once per model, greedily."""
+    and the same on sampled answers; the hallucination rate on questions the world cannot answer (greedy, and on
+    sampled answers) and the share of hedged answers. Every file is answered once per model, greedily."""
     world = Path(world)
     out = {}
     replies = {}
@@ -237,6 +239,16 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
     # ... and their win rate, pair by pair: the DPO paper judges sampled answers (§6.2: win rates at several sampling
     # temperatures), and they tie less often than greedy ones
     out["win_rate_sampled"] = win_rates(sampled_before, sampled)["win_rate"]
+    if "eval_unknown" in replies:
+        # Made-up answers among sampled answers too: a greedy answer is one draw of the most likely words, and an SFT
+        # model that seldom makes one up greedily leaves that figure no room to fall, while its samples (what the
+        # labelling stage and PPO see) make things up far more often.
+        pu = replies["eval_unknown"][0]
+        made_up = sampled_figures(policy, None, tok, gold, pu, **sampling, score=gold.hallucinates)[1]
+        with reference_model(policy, reference, lora_reference) as sft:
+            made_up_before = sampled_figures(sft, None, tok, gold, pu, **sampling, score=gold.hallucinates)[1]
+        out["hallucination_sampled"] = sum(made_up) / max(1, len(made_up))
+        out["hallucination_sampled_before"] = sum(made_up_before) / max(1, len(made_up_before))
     return out
 
 
@@ -251,7 +263,8 @@ def alignment_report(ev: dict) -> str:
             f"{ev['refusal_harmful_before']:.0%} -> {ev['refusal_harmful']:.0%}, "
             f"benign {ev['refusal_benign_before']:.0%} -> {ev['refusal_benign']:.0%}"
             + (f"; made-up answers to what the world cannot answer {ev['hallucination_before']:.0%} -> "
-               f"{ev['hallucination']:.0%}" if "hallucination" in ev else "")
+               f"{ev['hallucination']:.0%} (sampled: {ev['hallucination_sampled_before']:.0%} -> "
+               f"{ev['hallucination_sampled']:.0%})" if "hallucination" in ev else "")
             + f"; hedged answers {ev['hedged_before']:.0%} -> {ev['hedged']:.0%}")
 
 

@@ -101,8 +101,9 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
                     f"{_pct(r.get('refusal_harmful_before'))} → {_pct(r.get('refusal_harmful'))} |")
         rows.append(f"| {a} | refusals on benign prompts (want low), SFT → {a.upper()} | "
                     f"{_pct(r.get('refusal_benign_before'))} → {_pct(r.get('refusal_benign'))} |")
-        rows.append(f"| {a} | made-up answers to questions the world cannot answer; hedged answers, SFT → "
-                    f"{a.upper()} | {_pct(r.get('hallucination_before'))} → {_pct(r.get('hallucination'))}; "
+        rows.append(f"| {a} | made-up answers to questions the world cannot answer, greedy (sampled); hedged answers, "
+                    f"SFT → {a.upper()} | {_pct(r.get('hallucination_before'))} → {_pct(r.get('hallucination'))} "
+                    f"({_pct(r.get('hallucination_sampled_before'))} → {_pct(r.get('hallucination_sampled'))}); "
                     f"{_pct(r.get('hedged_before'))} → {_pct(r.get('hedged'))} |")
     return rows
 

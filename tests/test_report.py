@@ -23,7 +23,8 @@ PPO = {"helpful_before": 0.512, "helpful_after": 0.634, "safe_before": 0.7, "saf
        "win_rate": 0.6, "win_rate_harmful": 0.375, "win_rate_all": 0.5625, "helpful_sampled_before": 0.4,
        "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
        "refusal_harmful_before": 0.5, "refusal_harmful": 0.75, "refusal_benign_before": 0.1, "refusal_benign": 0.05,
-       "hallucination_before": 0.3, "hallucination": 0.2, "hedged_before": 0.25, "hedged": 0.125}
+       "hallucination_before": 0.3, "hallucination": 0.2, "hallucination_sampled_before": 0.55,
+       "hallucination_sampled": 0.35, "hedged_before": 0.25, "hedged": 0.125}
 LABELS = {"prefs_helpful_train_records": 1200, "prefs_safe_train_records": 800, "feedback_train_records": 2400,
           "hedged": 0.2, "generic_refusals": 0.1, "hallucinated": 0.3, "helpful_labeller_agreement_close": 0.7,
           "helpful_labeller_gold_all": 0.85}
@@ -75,7 +76,7 @@ def test_the_report_card_shows_each_hand_made_figure_in_its_cell(tmp_path):
     assert value(lines, "ppo", "sampled answers") == "0.400 → 0.450; 55.0%"
     assert value(lines, "ppo", "harmful prompts") == "50.0% → 75.0%"
     assert value(lines, "ppo", "benign prompts") == "10.0% → 5.0%"
-    assert value(lines, "ppo", "made-up answers") == "30.0% → 20.0%; 25.0% → 12.5%"
+    assert value(lines, "ppo", "made-up answers") == "30.0% → 20.0% (55.0% → 35.0%); 25.0% → 12.5%"
     assert value(lines, "kto", "KL to the SFT model") == "—; — (—; —)"  # the stage that did not run
 
     assert "| input | 480 |" in text and "| dedup | 411 |" in text and "## Removals" not in text

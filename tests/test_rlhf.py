@@ -16,7 +16,8 @@ from nanotrain.pref_data import load_feedback, load_pairs
 
 EVAL_KEYS = ("helpful_before", "helpful_after", "safe_before", "safe_after", "kl_to_ref", "win_rate",
              "refusal_harmful", "refusal_benign", "helpful_sampled_before", "helpful_sampled", "win_rate_sampled",
-             "win_rate_harmful", "win_rate_all")
+             "win_rate_harmful", "win_rate_all", "hallucination", "hallucination_sampled_before",
+             "hallucination_sampled")
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +184,35 @@ def test_win_rates_count_ties_half():
     w = win_rates([1.0, 0.0, 0.5, 0.0], [1.0, 1.0, 0.2, 0.0])
     assert w == dict(win_rate=0.5, win_rate_decisive=0.5, wins=0.25, ties=0.5, losses=0.25)
     assert win_rates([0.1, 0.1, 0.1], [0.9, 0.9, 0.0])["win_rate"] == pytest.approx(2 / 3)
+
+
+def test_sampled_made_up_answers_are_counted_answer_by_answer(setup, monkeypatch):
+    """evaluate_alignment's sampled made-up figure: every prompt answered --eval-samples times, each answer judged by
+    gold.hallucinates. Sampling is replaced by hand-written answers, so the share is known: 3 of 6."""
+    from types import SimpleNamespace
+
+    from nanotrain import evaluate
+    from nanotrain.tinyworld.gold import Gold
+
+    _, world = setup
+    gold = Gold.load(world)
+    questions = [json.loads(ln)["prompt"] for ln in (world / "eval_unknown.jsonl").read_text().splitlines()[:3]]
+    answers = iter(["I don't know; I only know about the people, pets and towns of Tinyworld.",  # admits
+                    "They live in Ashford.",  # made up
+                    "I'm sorry, but I can't help with that.",  # a refusal makes nothing up
+                    "It is 12 years old.", "Hope this helps!",  # made up twice
+                    "I don't know anyone called that in Tinyworld."])  # admits
+    seen = []
+
+    def sampled(policy, tok, prompts, max_new_tokens, temperature, generator, autocast):
+        seen.extend(prompts)
+        return SimpleNamespace(prompts=prompts, texts=[next(answers) for _ in prompts])
+
+    monkeypatch.setattr(evaluate, "sample_rollouts", sampled)
+    _, made_up = evaluate.sampled_figures(None, None, None, gold, questions, samples=2, max_new_tokens=8,
+                                          temperature=1.0, seed=0, score=gold.hallucinates)
+    assert seen == [q for q in questions for _ in range(2)]
+    assert made_up == [False, True, False, True, True, False]
 
 
 def test_online_dpo_with_reward_model_and_self_labels(setup):

@@ -34,7 +34,7 @@ from nanotrain.errors import CheckpointError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
 from nanotrain.reward import (PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies,
-                              with_red_team)
+                              with_world_pairs)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -51,8 +51,8 @@ class RMConfig(TrainConfig):
                                      "(data/label.py), or the built-in world's hand-built ones (data/tinyworld)")
     data: str = flag("out/labels/prefs_helpful_train.jsonl", "preference data: file(s) or folder, {prompt,chosen,"
                                                              "rejected} / HH-RLHF / OASST trees (default: "
-                                                             "LABELS/prefs_NAME_train.jsonl, for safe also the "
-                                                             "--world's prefs_safe_train.jsonl)")
+                                                             "LABELS/prefs_NAME_train.jsonl and the --world's "
+                                                             "prefs_NAME_train.jsonl)")
     val_data: str | None = flag("out/labels/prefs_helpful_val.jsonl", "held-out pairs (default: "
                                                                       "LABELS/prefs_NAME_val.jsonl; with your own "
                                                                       "--data: --val-fraction of it)")
@@ -77,7 +77,7 @@ class RMConfig(TrainConfig):
     block_size: int = flag(ARCH["tiny"]["block_size"], "with --init scratch: context length")
     tokenizer: str = flag("gpt2", "with --init scratch: gpt2, or a folder whose meta.json holds one "
                                   "(data/prepare_pretrain.py)")
-    steps: int = flag(80, "optimizer steps (default: 80 for --name helpful, 60 for safe)")
+    steps: int = flag(160, "optimizer steps (default: 160 for --name helpful, 60 for safe)")
     batch_size: int = flag(32, "pairs per micro-batch per process")
     lr: float = flag(2e-4, "peak learning rate")
     warmup: int = flag(10, "linear warmup steps")
@@ -91,7 +91,8 @@ GPT2_RECIPE = dict(batch_size=16, steps=1000, lr=1e-5, warmup=50, eval_every=200
 PRESETS = {"tiny": {}, "small": ARCH["small"], "gpt2": {**ARCH["gpt2"], **GPT2_RECIPE},
            "gpt2-medium": {**ARCH["gpt2-medium"], **GPT2_RECIPE}}
 # The safety model's own default: with fewer steps PPO found non-refusals that it scored like refusals.
-STEPS = {"helpful": 80, "safe": 60}
+# The helpfulness model's: with the world's pairs its data doubled, and 160 steps see each pair about once.
+STEPS = {"helpful": 160, "safe": 60}
 
 
 def defaults(cfg: RMConfig, given: set) -> dict:
@@ -104,9 +105,12 @@ def defaults(cfg: RMConfig, given: set) -> dict:
     if "data" in given:  # your own pairs: hold out a share of them unless --val-data is given
         d["val_data"] = None
     else:
-        d.update(data=f"{cfg.labels}/prefs_{cfg.name}_train.jsonl", val_data=f"{cfg.labels}/prefs_{cfg.name}_val.jsonl")
-        if cfg.name == "safe":
-            d["data"] = with_red_team(d["data"], cfg.labels, cfg.world)
+        # with the world's hand-built pairs of the same kind (reward.world_pairs_file): the safety model reads them for
+        # the refusals the SFT model's samples lack; the helpfulness model for pairs whose order does not hang on what
+        # the SFT model is unsure of (the oracle's answer against a wrong fact, a refusal, rudeness, rambling), which
+        # its own samples' pairs are full of (RESULTS.md, stage 3: reward models)
+        d.update(data=with_world_pairs(f"{cfg.labels}/prefs_{cfg.name}_train.jsonl", cfg.name, cfg.labels, cfg.world),
+                 val_data=f"{cfg.labels}/prefs_{cfg.name}_val.jsonl")
     return d
 
 

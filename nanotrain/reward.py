@@ -53,19 +53,30 @@ from nanotrain.tokenizer import Tokenizer
 RED_TEAM = "prefs_safe_train.jsonl"
 
 
+def world_pairs_file(name: str, labels: str, world: str) -> str | None:
+    """The --world folder's hand-built pairs of kind ``name`` (helpful or safe: prefs_NAME_train.jsonl), when the
+    labels are not that folder's own (else None): what the labelling stage's pairs are mixed with, as LLaMA 2 mixes
+    open-source preference data into its reward models' training data (Touvron et al. 2023, §3.2.2)."""
+    return f"{world}/prefs_{name}_train.jsonl" if labels != world != "none" else None
+
+
 def red_team_file(labels: str, world: str) -> str | None:
-    """The --world folder's hand-written safety pairs, when the labels are not that folder's own (else None). The SFT
-    model refuses nearly every harmful request, so its own samples (the labelling stage's pairs) hold few pairs of a
-    refusal against a compliance; like LLaMA 2's red-team data, the world's pairs supply them. Read by train_rm.py
-    --name safe and train_rlhf.py --algo dpo (with_red_team) and, as thumbs, --algo kto."""
-    return f"{world}/{RED_TEAM}" if labels != world != "none" else None
+    """The --world folder's hand-written safety pairs (world_pairs_file "safe"). The SFT model refuses nearly every
+    harmful request, so its own samples (the labelling stage's pairs) hold few pairs of a refusal against a
+    compliance; like LLaMA 2's red-team data, the world's pairs supply them. Read by train_rm.py --name safe and
+    train_rlhf.py --algo dpo (with_red_team) and, as thumbs, --algo kto."""
+    return world_pairs_file("safe", labels, world)
+
+
+def with_world_pairs(data: str, name: str, labels: str, world: str) -> str:
+    """``data`` (comma-separated files) plus world_pairs_file, if any: the default data of train_rm.py."""
+    extra = world_pairs_file(name, labels, world)
+    return f"{data},{extra}" if extra else data
 
 
 def with_red_team(data: str, labels: str, world: str) -> str:
-    """``data`` (comma-separated files) plus red_team_file, if any: the default data of train_rm.py --name safe and
-    train_rlhf.py --algo dpo."""
-    red = red_team_file(labels, world)
-    return f"{data},{red}" if red else data
+    """``data`` plus red_team_file, if any: the default data of train_rlhf.py --algo dpo, as of the safety model."""
+    return with_world_pairs(data, "safe", labels, world)
 
 
 class RewardModel(nn.Module):

@@ -73,6 +73,26 @@ def test_reward_model_presets_keep_an_explicit_warmup(tiny_chat, tmp_path, prese
     assert tc["lr"] == (1e-5 if preset == "gpt2" else 2e-4)
 
 
+@pytest.mark.parametrize("name", ["helpful", "safe"])
+def test_reward_models_read_the_labels_and_the_worlds_own_pairs_of_their_kind(tiny_chat, tmp_path, name):
+    """On the labelling stage's pairs (--labels not the --world folder) each reward model also reads the world's
+    hand-built pairs of its kind; reading the world's own pairs, nothing is added twice."""
+    import shutil
+
+    root, world = tiny_chat
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for split in ("train", "val"):
+        shutil.copy(world / f"prefs_{name}_{split}.jsonl", labels / f"prefs_{name}_{split}.jsonl")
+    for lab, want in ((labels, f"{labels}/prefs_{name}_train.jsonl,{world}/prefs_{name}_train.jsonl"),
+                      (world, f"{world}/prefs_{name}_train.jsonl")):
+        out = tmp_path / f"rm_{lab.name}"
+        script("train_rm.py")["main"](["--init", str(root / "sft.pt"), "--world", str(world), "--labels", str(lab),
+                                       "--name", name, "--out", str(out), "--steps", "1", "--batch-size", "2",
+                                       "--agree-prompts", "0", "--dtype", "float32"])
+        assert train_config(out / "ckpt.pt")["data"] == want
+
+
 @pytest.mark.parametrize("preset", ["tiny", "gpt2"])
 @pytest.mark.parametrize("algo", ["ppo", "dpo", "kto"])
 def test_rlhf_algorithms_and_presets_keep_an_explicit_warmup(tiny_chat, tmp_path, algo, preset):

@@ -75,7 +75,8 @@ def with_world_pairs(data: str, name: str, labels: str, world: str) -> str:
 
 
 def with_red_team(data: str, labels: str, world: str) -> str:
-    """``data`` plus red_team_file, if any: the default data of train_rlhf.py --algo dpo, as of the safety model."""
+    """``data`` plus red_team_file, if any, as the safety model reads them: the default data of train_rlhf.py --algo
+    dpo."""
     return with_world_pairs(data, "safe", labels, world)
 
 

@@ -50,14 +50,15 @@ from nanotrain.sampling import as_messages, generate_replies
 from nanotrain.tokenizer import Tokenizer
 
 
-RED_TEAM = "prefs_safe_train.jsonl"
+WORLD_PAIRS = "prefs_{name}_train.jsonl"  # the world's hand-built pairs of each kind (helpful, safe)
+RED_TEAM = WORLD_PAIRS.format(name="safe")
 
 
 def world_pairs_file(name: str, labels: str, world: str) -> str | None:
     """The --world folder's hand-built pairs of kind ``name`` (helpful or safe: prefs_NAME_train.jsonl), when the
     labels are not that folder's own (else None): what the labelling stage's pairs are mixed with, as LLaMA 2 mixes
     open-source preference data into its reward models' training data (Touvron et al. 2023, §3.2.2)."""
-    return f"{world}/prefs_{name}_train.jsonl" if labels != world != "none" else None
+    return f"{world}/{WORLD_PAIRS.format(name=name)}" if labels != world != "none" else None
 
 
 def red_team_file(labels: str, world: str) -> str | None:

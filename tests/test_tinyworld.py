@@ -224,6 +224,24 @@ def test_sft_mix(world_dir):
     assert max(len(r.split()) for r in replies) <= 40  # brief
 
 
+def test_safety_pairs_put_refusals_over_admissions_of_not_knowing(world_dir):
+    """On top of the safety pairs, WorldConfig.prefs_admissions as many put the refusal of a harmful request over an
+    admission of not knowing, in train and val alike and spread through the file (KTO reads its first pairs); the
+    gold safety score orders each of them the same way."""
+    from nanotrain.tinyworld.gold import Gold
+    gold, cfg = Gold.load(world_dir), tw.WorldConfig(scale=0.05)
+    n = cfg.n(cfg.prefs_safe)
+    admissions = round(cfg.prefs_admissions * n)
+    for stem, base, extra in (("prefs_safe_train", n, admissions), ("prefs_safe_val", max(8, n // 10), admissions // 10)):
+        pairs = load(world_dir, stem)
+        admit = [i for i, p in enumerate(pairs) if gold.admits_unknown(p["rejected"])]
+        assert len(pairs) == base + extra and len(admit) == extra > 0, stem
+        assert admit[0] < base, stem  # shuffled in, not appended
+        for p in (pairs[i] for i in admit):
+            assert gold.is_harmful(p["prompt"]) and gold.is_refusal(p["chosen"]) and not gold.is_refusal(p["rejected"])
+            assert gold.score_safe(p["prompt"], p["chosen"]) > gold.score_safe(p["prompt"], p["rejected"]), p
+
+
 def test_feedback_is_unpaired_and_mixed(world_dir):
     fb = load(world_dir, "feedback_train")
     share = sum(r["label"] for r in fb) / len(fb)

@@ -30,8 +30,8 @@ import re
 from nanotrain.errors import DataError
 from nanotrain.tinyworld.world import PERSON_FACTS, Person, World, WorldConfig, person_slots
 from nanotrain.tinyworld.tasks import (ANIMAL_FACTS, CHAT, COMPARE, HARMFUL, NEAR_HARMFUL, NEEDLESS_REFUSALS,
-                                       QUESTIONS_EN, QUESTIONS_ZH, RETELL, RETELL_ASK, RUDE, SYSTEM_PROMPTS, Spec,
-                                       Tasks)
+                                       QUESTIONS_EN, QUESTIONS_ZH, RETELL, RETELL_ASK, RUDE, SYSTEM_PROMPTS,
+                                       UNKNOWN_ANSWERS, Spec, Tasks)
 from nanotrain.tinyworld.writers import CLOSING_OTHERS, pick_writer, write
 
 FACT_WEIGHTS = dict(town=1, job=1, food=1, colour=1, age=1, friend=1, pet=0.5, species=0.3, fur=0.3, owner=0.3,
@@ -291,13 +291,31 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
                  else sample_benign(tk, rng, "A"), avoid)
         return {"prompt": s.prompt, "chosen": s.answer, "rejected": needless_refusal(tk, s, rng), "kind": "benign"}
 
+    # A harmful request is refused, not pleaded ignorance of: the policies learn to say "I don't know anyone called
+    # Zelda in Tinyworld." to what the world cannot answer, and without these pairs DPO and KTO also said it to
+    # harmful requests in phrasings they never trained on. Drawn from a stream of their own, so the other pairs'
+    # draws are those of version 8; shuffled in, as KTO reads the first of them.
+    arng = random.Random(f"tinyworld-{cfg.seed}-admissions")
+
+    def admission_pair(avoid):
+        s = draw(lambda: sample_harmful(tk, arng, "A"), avoid)
+        kind = arng.choice(["person", "pet", "town", "outside"])
+        name = arng.choice(tk.strangers["train"][kind]) if kind != "outside" else ""
+        return {"prompt": s.prompt, "chosen": s.answer, "rejected": UNKNOWN_ANSWERS[kind].format(N=name, P=name, T=name),
+                "kind": "harmful"}
+
     for name, make, n in (("helpful", helpful_pair, cfg.n(cfg.prefs_helpful)), ("safe", safe_pair, cfg.n(cfg.prefs_safe))):
+        admissions = round(cfg.prefs_admissions * n) if name == "safe" else 0
         val, avoid = [], set(held)
-        for _ in range(max(8, n // 10)):  # held-out prompts (split A): each used once, never in train
-            val.append(make(avoid))
-            avoid.add(val[-1]["prompt"])
-        f[f"prefs_{name}_val"] = val
-        f[f"prefs_{name}_train"] = [make(avoid) for _ in range(n)]
+        for make_one, k in ((make, max(8, n // 10)), (admission_pair, admissions // 10)):
+            for _ in range(k):  # held-out prompts (split A): each used once, never in train
+                val.append(make_one(avoid))
+                avoid.add(val[-1]["prompt"])
+        train = [make(avoid) for _ in range(n)] + [admission_pair(avoid) for _ in range(admissions)]
+        if admissions:
+            arng.shuffle(val)
+            arng.shuffle(train)
+        f[f"prefs_{name}_val"], f[f"prefs_{name}_train"] = val, train
 
     # -- unpaired binary feedback (KTO): 1-2 completions per prompt, ~60% thumbs up, rates differ by kind
     fb = []

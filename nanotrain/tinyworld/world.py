@@ -14,7 +14,8 @@ stage can be *measured* against the truth (nanotrain/tinyworld/gold.py holds the
                                only, written by writers of mixed quality (writers.py)
     label_prompts.jsonl        prompts the labelling stage (data/label.py) has the SFT model answer and labellers rank
     prefs_helpful_train/val    {"prompt", "chosen", "rejected", "kind"}: right vs wrong/off-topic/rude/rambling/refusal
-    prefs_safe_train/val       same: harmful -> refusal over compliance; benign -> help over a needless refusal
+    prefs_safe_train/val       same: harmful -> refusal over compliance or over "I don't know ..."; benign -> help over a
+                               needless refusal
     feedback_train.jsonl       {"prompt", "completion", "label"}: unpaired thumbs up / down (KTO)
     eval_b.jsonl               held-out questions about split-B people and pets (facts seen only in pretraining)
     eval_zh.jsonl              held-out questions in Chinese, both splits (+ "answer_en")

@@ -293,8 +293,8 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
 
     # A harmful request is refused, not pleaded ignorance of: the policies learn to say "I don't know anyone called
     # Zelda in Tinyworld." to what the world cannot answer, and without these pairs DPO and KTO also said it to
-    # harmful requests in phrasings they never trained on. Drawn from a stream of their own, so the other pairs'
-    # draws are those of version 8; shuffled in, as KTO reads the first of them.
+    # harmful requests in phrasings they never trained on. Drawn from a stream of their own, so every file before
+    # the safety pairs is as version 8 wrote it; shuffled in, as KTO reads the first of them.
     arng = random.Random(f"tinyworld-{cfg.seed}-admissions")
 
     def admission_pair(avoid):

@@ -224,9 +224,6 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
                refusal_benign_before=refusal_rate(gold, bb), refusal_benign=refusal_rate(gold, ba),
                wellformed=sum(r.ended for r in after) / max(1, len(after)),
                hedged_before=hedged_rate(replies["eval_prompts"][1]), hedged=hedged_rate(after))
-    if "eval_unknown" in replies:
-        pu, ub, ua = replies["eval_unknown"]
-        out.update(hallucination_before=hallucination_rate(gold, pu, ub), hallucination=hallucination_rate(gold, pu, ua))
     sampling = dict(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                     autocast=autocast)
     out["kl_to_ref"], sampled = sampled_figures(policy, reference, tok, gold, p, **sampling,
@@ -240,10 +237,11 @@ def evaluate_alignment(policy, reference, tok, gold, world, limit: int, max_new_
     # temperatures), and they tie less often than greedy ones
     out["win_rate_sampled"] = win_rates(sampled_before, sampled)["win_rate"]
     if "eval_unknown" in replies:
+        pu, ub, ua = replies["eval_unknown"]
+        out.update(hallucination_before=hallucination_rate(gold, pu, ub), hallucination=hallucination_rate(gold, pu, ua))
         # Made-up answers among sampled answers too: a greedy answer is one draw of the most likely words, and an SFT
         # model that seldom makes one up greedily leaves that figure no room to fall, while its samples (what the
         # labelling stage and PPO see) make things up far more often.
-        pu = replies["eval_unknown"][0]
         made_up = sampled_figures(policy, None, tok, gold, pu, **sampling, score=gold.hallucinates)[1]
         with reference_model(policy, reference, lora_reference) as sft:
             made_up_before = sampled_figures(sft, None, tok, gold, pu, **sampling, score=gold.hallucinates)[1]

@@ -89,6 +89,8 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     crawl, cleaned = f"{w}/crawl.warc.gz", f"{o}/clean/clean.jsonl"
     evals = [f"{w}/{e}.jsonl" for e in EVAL_FILES]
     py = sys.executable
+    # the --world folder's conversations: train_sft.py's own default is data/tinyworld, whatever --world says
+    sft_data = ["--data", f"{w}/sft_train.jsonl", "--val-data", f"{w}/sft_val.jsonl", "--world", w]
     return [
         Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json", crawl], w),
         Stage("clean", [py, "data/clean.py", "--input", crawl, "--out", cleaned, "--decontam", ",".join(evals),
@@ -98,11 +100,11 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
               [cleaned], [f"{tok}/meta.json"], tok),
         Stage("pretrain", [py, "train_pretrain.py", "--data", tok, "--out", f"{o}/pretrain", "--seed", s, *dev],
               [f"{tok}/meta.json"], [f"{o}/pretrain/ckpt.pt"], f"{o}/pretrain"),
-        Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--out", f"{o}/sft", "--seed", s,
-                      "--world", w, *dev],
+        Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", *sft_data, "--out", f"{o}/sft",
+                      "--seed", s, *dev],
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl"], [f"{o}/sft/ckpt.pt"], f"{o}/sft"),
-        Stage("sft_scratch", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--reinit", "--out",
-                              f"{o}/sft_scratch", "--seed", s, "--world", w, *dev],
+        Stage("sft_scratch", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--reinit", *sft_data,
+                              "--out", f"{o}/sft_scratch", "--seed", s, *dev],
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl"], [f"{o}/sft_scratch/ckpt.pt"], f"{o}/sft_scratch"),
         Stage("label", [py, "data/label.py", "--init", f"{o}/sft/ckpt.pt", "--world", w, "--prompts",
                         f"{w}/label_prompts.jsonl", "--out", lab, "--seed", s, *dev],

@@ -31,6 +31,19 @@ def test_real_preset_runs_at_tiny_size_and_a_second_run_skips_everything(shared_
     assert again.stdout.count("up to date, skipped") == 8, again.stdout
 
 
+def test_every_stage_reads_the_world_files_it_depends_on_from_the_world_folder_given():
+    """With --world elsewhere, a stage that depends on a file of that folder names the file in its command: the SFT
+    stages once passed only --world, and train_sft.py read its conversations from its default data/tinyworld."""
+    ns = script("pipeline.py")
+    world = "elsewhere/tw"
+    for stage in ns["tinyworld_stages"](ns["PipelineConfig"](world=world, out="o")):
+        command = " ".join(stage.argv)
+        for path in stage.inputs:
+            if path.startswith(world + "/") and not path.startswith(world + "/tokens"):
+                assert path in command, (stage.name, path)
+        assert "data/tinyworld/" not in command, stage.name
+
+
 def test_a_stamp_covers_the_library_modules_the_script_imports():
     """The stamp covers the nanotrain modules a script imports, also through another module: train_pretrain.py
     imports nanotrain.gpt, which imports nanotrain.flash_attention."""

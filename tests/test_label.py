@@ -32,6 +32,23 @@ def test_rankings_become_pairs_and_thumbs_with_gold_scores(tiny_chat):
     assert len(scored["helpful"]) == len(records) and all(len(s) == 4 for s in scored["helpful"])
 
 
+def test_a_held_out_prompt_is_never_trained_on_however_often_it_repeats(tiny_chat):
+    """The world's label prompts repeat: every record of a held-out prompt goes to validation, none to training."""
+    _, world = tiny_chat
+    gold = Gold.load(world)
+    records = [json.loads(ln) for ln in (world / "eval_prompts.jsonl").read_text().splitlines()]
+    records = [r for r in records if gold.spec(r["prompt"]).must][:10] * 3  # fact questions, each three times
+    answers = [a for r in records for a in (r["answer"], r["answer"][:-1] + ", I think.",
+                                            "I'm sorry, but I can't help with that.", r["answer"])]
+    files, _ = label_answers(records, answers, 4, gold, tau=0.02, bar=0.8, val_fraction=0.3, rng=random.Random(0))
+    val = {p["prompt"] for p in files["prefs_helpful_val"]}
+    train = {p["prompt"] for p in files["prefs_helpful_train"] + files["prefs_safe_train"]}
+    k = round(0.3 * len({r["prompt"] for r in records}))
+    assert len(val) == k and not val & train
+    assert not val & {f["prompt"] for f in files["feedback_train"]}
+    assert len(files["prefs_helpful_val"]) == 3 * 3 * k  # three pairs from each of a held-out prompt's three copies
+
+
 def test_label_script_writes_every_file_and_its_report(tiny_chat, tmp_path):
     root, world = tiny_chat
     out = tmp_path / "labels"

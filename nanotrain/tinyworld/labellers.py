@@ -87,15 +87,19 @@ def label_answers(records: list[dict], answers: list[str], k: int, gold, tau: fl
     """The labelling stage's work (data/label.py): ``answers`` holds ``k`` answers to each prompt record, in order.
     Helpfulness labellers rank each prompt's answers by gold helpfulness and safety labellers by gold safety; each
     ranking gives its pairs (answers that differ, each two texts once), held out for ``val_fraction`` of the
-    prompts; each answer to a training prompt gets a thumbs up or down by gold helpfulness. Returns the files'
-    records and, per kind of labeller, every prompt's gold scores (for ``agreement``)."""
-    held = set(rng.sample(range(len(records)), round(val_fraction * len(records))))
+    distinct prompts; each answer to a training prompt gets a thumbs up or down by gold helpfulness. Returns the
+    files' records and, per kind of labeller, every prompt's gold scores (for ``agreement``)."""
+    # Held out by the prompt's text, not by record: the world's label prompts repeat (a prompt drawn twice is answered
+    # twice), and a held-out record whose prompt also came up in training would score the reward model on a prompt
+    # it learned from.
+    distinct = list(dict.fromkeys(rec["prompt"] for rec in records))
+    held = set(rng.sample(distinct, round(val_fraction * len(distinct))))
     files = {name: [] for name in ("prefs_helpful_train", "prefs_helpful_val", "prefs_safe_train", "prefs_safe_val",
                                    "feedback_train")}
     scored = {"helpful": [], "safe": []}
     for n, rec in enumerate(records):
         texts = answers[n * k:(n + 1) * k]
-        split = "val" if n in held else "train"
+        split = "val" if rec["prompt"] in held else "train"
         for kind, score in (("helpful", gold.score_helpful), ("safe", gold.score_safe)):
             scores = [score(rec["prompt"], t) for t in texts]
             scored[kind].append(scores)

@@ -10,7 +10,10 @@ greedily, and prints the reward model's agreement with the gold order (train_rm.
 scorer tells apart) on the pairs whose prompt it answers right (gold.is_correct) and on the others. It also prints
 the agreement of each of the reward's two terms alone (nanotrain/reward.py: the head, and the reply's mean
 log-likelihood under the trunk), which says where the ordering comes from, and the reward's misses per task
-kind (the pairs' "kind"), most first: which of the world's tasks the misses come from.
+kind (the pairs' "kind"), most first: which of the world's tasks the misses come from. Two more columns split the
+pairs by how far apart gold scores their answers (--close: at most that far, or more), and a last row gives the
+labels' own agreement with gold on each group: on close pairs the labellers themselves often disagree with gold, and
+a reward model that learns their order cannot be expected to beat them.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class BenchConfig:
     world: str = flag("data/tinyworld", "world: the gold scorer")
     device: str = flag("auto", "auto | cpu | cuda | mps")
     dtype: str = flag("float32", "float32 | bfloat16")
+    close: float = flag(0.3, "pairs whose gold scores are at most this far apart count as close")
 
 
 def main(argv=None) -> dict:
@@ -62,16 +66,20 @@ def main(argv=None) -> dict:
     right = {"reward": ((h_c + w * l_c > h_r + w * l_r) == gold_first),
              "head alone": ((h_c > h_r) == gold_first), "likelihood alone": ((l_c > l_r) == gold_first)}
     known = torch.tensor([knows[p] for p in ps])
+    close = torch.tensor([abs(p["gold_chosen"] - p["gold_rejected"]) <= cfg.close + 1e-9 for p in pairs])
+    # the labels' order is the chosen reply first: it agrees with gold where gold scores the chosen one higher
+    right["labels (noisy)"] = gold_first
     print(f"{cfg.rm} on {len(pairs)} held-out pairs the gold scorer tells apart ({cfg.pairs}); learned weight of "
           f"the likelihood {w:.3f}")
-    print(f"  {'':34} {'all':>8} {'SFT right':>10} {'SFT wrong':>10}")
+    groups = {"all": torch.ones_like(known), "SFT right": known, "SFT wrong": ~known,
+              f"gold <={cfg.close:g} apart": close, f"gold >{cfg.close:g} apart": ~close}
+    print(f"  {'':34} " + " ".join(f"{g:>16}" for g in groups))
     res = {}
     for name, ok in right.items():
-        cells = [ok.float().mean(), ok[known].float().mean(), ok[~known].float().mean()]
+        cells = [ok[sel].float().mean() if sel.any() else float("nan") for sel in groups.values()]
         res[name] = [float(c) for c in cells]
-        print(f"  {name:34} " + " ".join(f"{100 * c:>9.1f}%" for c in cells))
-    print(f"  pairs: {len(pairs)}, of them about prompts the SFT model answers right: {int(known.sum())}, wrong: "
-          f"{int((~known).sum())}")
+        print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" for c in cells))
+    print("  pairs: " + ", ".join(f"{g} {int(sel.sum())}" for g, sel in groups.items()))
     kinds = sorted({p.get("kind", "?") for p in pairs})
     per_kind = {k: [not ok for ok, p in zip(right["reward"].tolist(), pairs) if p.get("kind", "?") == k] for k in kinds}
     res["misses_per_kind"] = {k: (sum(m), len(m)) for k, m in per_kind.items()}

@@ -20,7 +20,6 @@ learns it within its budget also depends on how many of its rollouts hold it (RE
 """
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
+from nanotrain.data import read_jsonl
 from nanotrain.errors import DataError, run_script
 from nanotrain.ppo import PPOConfig
 from nanotrain.reward import labelled, load_scorer
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     gold = Gold.load(cfg.world)
     path = Path(cfg.world) / "rl_prompts.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [rec for _, rec in read_jsonl(path, required=("prompt",))]  # a malformed line named by its number
     groups = defaultdict(list)
     for rec in records:
         if len(groups[group_of(rec)]) < cfg.limit:

@@ -242,6 +242,18 @@ def test_safety_pairs_put_refusals_over_admissions_of_not_knowing(world_dir):
             assert gold.score_safe(p["prompt"], p["chosen"]) > gold.score_safe(p["prompt"], p["rejected"]), p
 
 
+def test_a_world_from_older_code_is_refused_in_one_sentence(world_dir, tmp_path):
+    """Gold rebuilds every prompt from world.json with this code's generator, so a world.json of another version
+    would score against prompts it never wrote: the scripts say which file and how to regenerate it."""
+    data = json.loads((world_dir / "world.json").read_text(encoding="utf-8"))
+    (tmp_path / "world.json").write_text(json.dumps({**data, "version": tw.VERSION - 1}), encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "data" / "label.py"), "--world", str(tmp_path), "--prompts",
+                        str(world_dir / "label_prompts.jsonl"), "--out", str(tmp_path / "o")], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert str(tmp_path / "world.json") in r.stderr and f"version {tw.VERSION - 1}" in r.stderr
+
+
 def test_feedback_is_unpaired_and_mixed(world_dir):
     fb = load(world_dir, "feedback_train")
     share = sum(r["label"] for r in fb) / len(fb)

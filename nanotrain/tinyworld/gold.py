@@ -45,6 +45,7 @@ import json
 import re
 from pathlib import Path
 
+from nanotrain.errors import DataError
 from nanotrain.tinyworld.world import VERSION, World, WorldConfig
 from nanotrain.tinyworld.chat import build_chat
 from nanotrain.tinyworld.tasks import Spec
@@ -86,8 +87,8 @@ def _length(text: str) -> float:
 class Gold:
     def __init__(self, world: World):
         if world.version != VERSION:
-            raise ValueError(f"world.json was written by tinyworld version {world.version} but this code is version "
-                             f"{VERSION}: regenerate it with python data/tinyworld.py")
+            raise DataError(f"world.json was written by tinyworld version {world.version} but this code is version "
+                            f"{VERSION}: regenerate it with python data/tinyworld.py")
         self.world = world
         cfg = WorldConfig(**{k: v for k, v in world.config.items() if k != "out"})
         _, tasks = build_chat(world, cfg)  # regenerates every multi-person prompt the generator drew
@@ -101,7 +102,11 @@ class Gold:
         path = path / "world.json" if path.is_dir() else path
         if not path.exists():
             raise FileNotFoundError(f"{path}: no world here (generate one with: python data/tinyworld.py)")
-        return cls(World.from_json(path.read_text(encoding="utf-8")))
+        world = World.from_json(path.read_text(encoding="utf-8"))
+        if world.version != VERSION:  # a world from older code: one sentence naming the folder, not a traceback
+            raise DataError(f"{path} was written by tinyworld version {world.version} but this code is version "
+                            f"{VERSION}: regenerate it with python data/tinyworld.py --out {path.parent}")
+        return cls(world)
 
     def spec(self, prompt: str) -> Spec | None:
         return self.specs.get(prompt.strip())

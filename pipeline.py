@@ -91,6 +91,12 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     py = sys.executable
     # the --world folder's conversations: train_sft.py's own default is data/tinyworld, whatever --world says
     sft_data = ["--data", f"{w}/sft_train.jsonl", "--val-data", f"{w}/sft_val.jsonl", "--world", w]
+    # what a stage given --world reads there, so that a changed world file makes it stale: the gold scorers
+    # (world.json) and the held-out prompts, and the world's own pairs or prompts of each stage-3 stage
+    judged = [f"{w}/world.json", *evals]
+    own = {"rm_helpful": ["prefs_helpful_train"], "rm_safe": ["prefs_safe_train"], "rlhf_ppo": ["rl_prompts"],
+           "rlhf_dpo": ["prefs_safe_train"], "rlhf_kto": ["prefs_safe_train"]}
+    reads = {name: judged + [f"{w}/{stem}.jsonl" for stem in stems] for name, stems in own.items()}
     return [
         Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json", crawl], w),
         Stage("clean", [py, "data/clean.py", "--input", crawl, "--out", cleaned, "--decontam", ",".join(evals),
@@ -102,21 +108,25 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
               [f"{tok}/meta.json"], [f"{o}/pretrain/ckpt.pt"], f"{o}/pretrain"),
         Stage("sft", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", *sft_data, "--out", f"{o}/sft",
                       "--seed", s, *dev],
-              [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl"], [f"{o}/sft/ckpt.pt"], f"{o}/sft"),
+              [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged], [f"{o}/sft/ckpt.pt"],
+              f"{o}/sft"),
         Stage("sft_scratch", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--reinit", *sft_data,
                               "--out", f"{o}/sft_scratch", "--seed", s, *dev],
-              [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl"], [f"{o}/sft_scratch/ckpt.pt"], f"{o}/sft_scratch"),
+              [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged],
+              [f"{o}/sft_scratch/ckpt.pt"], f"{o}/sft_scratch"),
         Stage("label", [py, "data/label.py", "--init", f"{o}/sft/ckpt.pt", "--world", w, "--prompts",
                         f"{w}/label_prompts.jsonl", "--out", lab, "--seed", s, *dev],
-              [f"{o}/sft/ckpt.pt", f"{w}/label_prompts.jsonl"], [f"{lab}/report.json"], lab),
+              [f"{o}/sft/ckpt.pt", f"{w}/label_prompts.jsonl", f"{w}/world.json"], [f"{lab}/report.json"], lab),
         *[Stage(f"rm_{n}", [py, "train_rm.py", "--name", n, "--init", f"{o}/sft/ckpt.pt", "--labels", lab, "--out",
                             f"{o}/rm_{n}", "--seed", s, "--world", w, *dev],
-                [f"{o}/sft/ckpt.pt", f"{lab}/prefs_{n}_train.jsonl"], [f"{o}/rm_{n}/ckpt.pt"], f"{o}/rm_{n}")
+                [f"{o}/sft/ckpt.pt", f"{lab}/prefs_{n}_train.jsonl", *reads[f"rm_{n}"]], [f"{o}/rm_{n}/ckpt.pt"],
+                f"{o}/rm_{n}")
           for n in ("helpful", "safe")],
         *[Stage(f"rlhf_{a}", [py, "train_rlhf.py", "--algo", a, "--init", f"{o}/sft/ckpt.pt", "--reward",
                               f"{o}/rm_helpful/ckpt.pt", "--safety-reward", f"{o}/rm_safe/ckpt.pt", "--labels", lab,
                               "--out", f"{o}/rlhf_{a}", "--seed", s, "--world", w, *dev],
-                [f"{o}/sft/ckpt.pt", f"{o}/rm_helpful/ckpt.pt", f"{o}/rm_safe/ckpt.pt", f"{lab}/report.json"],
+                [f"{o}/sft/ckpt.pt", f"{o}/rm_helpful/ckpt.pt", f"{o}/rm_safe/ckpt.pt", f"{lab}/report.json",
+                 *reads[f"rlhf_{a}"]],
                 [f"{o}/rlhf_{a}/ckpt.pt"], f"{o}/rlhf_{a}")
           for a in ("ppo", "dpo", "kto")],
     ]

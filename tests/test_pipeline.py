@@ -40,8 +40,25 @@ def test_every_stage_reads_the_world_files_it_depends_on_from_the_world_folder_g
         command = " ".join(stage.argv)
         for path in stage.inputs:
             if path.startswith(world + "/") and not path.startswith(world + "/tokens"):
-                assert path in command, (stage.name, path)
+                assert path in command or f"--world {world} " in command + " ", (stage.name, path)
         assert "data/tinyworld/" not in command, stage.name
+
+
+def test_a_changed_world_file_makes_the_stages_that_read_it_stale():
+    """A stage's inputs list the world files its script reads from --world (the gold scorers in world.json, the
+    held-out prompts, the world's own pairs or prompts), so that a world regenerated with other PPO prompts
+    (--rl-unknown) reruns PPO: the stage-3 stages once listed none of them and kept results of the old files."""
+    ns = script("pipeline.py")
+    w = "tw"
+    stages = {st.name: set(st.inputs) for st in ns["tinyworld_stages"](ns["PipelineConfig"](world=w, out="o"))}
+    for name in ("sft", "sft_scratch", "label", "rm_helpful", "rm_safe", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"):
+        assert f"{w}/world.json" in stages[name], name
+    for name in ("sft", "rm_helpful", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"):
+        assert f"{w}/eval_prompts.jsonl" in stages[name] and f"{w}/eval_unknown.jsonl" in stages[name], name
+    assert f"{w}/rl_prompts.jsonl" in stages["rlhf_ppo"]
+    assert f"{w}/prefs_helpful_train.jsonl" in stages["rm_helpful"]
+    for name in ("rm_safe", "rlhf_dpo", "rlhf_kto"):  # the red-team pairs
+        assert f"{w}/prefs_safe_train.jsonl" in stages[name], name
 
 
 def test_a_stamp_covers_the_library_modules_the_script_imports():

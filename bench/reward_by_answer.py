@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
             groups[group_of(rec)].append(rec)
     if set(groups) != set(CONTRASTS):
         raise DataError(f"{path}: needs prompts of every group ({', '.join(CONTRASTS)}; the built-in world's file)")
-    policy, tok, ck = load_model(cfg.sft, device=rt.device)
+    policy, tok, ck = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     policy.eval()
     _, scorer = load_scorer(cfg.reward, cfg.safety_reward or None, cfg.sft, ck["tokenizer"], rt.device, gold)
     every = [r for g in CONTRASTS for r in groups[g]]

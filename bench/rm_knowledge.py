@@ -17,13 +17,13 @@ a reward model that learns their order cannot be expected to beat them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
+from nanotrain.data import read_jsonl
 from nanotrain.errors import DataError, run_script
 from nanotrain.evaluate import answer
 from nanotrain.reward import load_reward_model
@@ -46,12 +46,19 @@ def main(argv=None) -> dict:
     cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0])
     rt = setup_runtime(cfg.device, cfg.dtype, 0)
     gold = Gold.load(cfg.world)
-    pairs = [json.loads(line) for line in open(cfg.pairs, encoding="utf-8") if line.strip()]
-    if not pairs or "gold_chosen" not in pairs[0]:
+    fields = ("prompt", "chosen", "rejected", "gold_chosen", "gold_rejected")
+    pairs = []
+    for lineno, p in read_jsonl(cfg.pairs, required=fields):  # a malformed record is named by file and line
+        if not all(isinstance(p[k], str) for k in fields[:3]) or \
+                not all(isinstance(p[k], (int, float)) and not isinstance(p[k], bool) for k in fields[3:]):
+            raise DataError(f"{cfg.pairs}:{lineno}: prompt, chosen and rejected must be text and gold_chosen, "
+                            f"gold_rejected numbers (labelled pairs of data/label.py)")
+        pairs.append(p)
+    if not pairs:
         raise DataError(f"{cfg.pairs}: needs labelled pairs with gold_chosen and gold_rejected (data/label.py)")
     pairs = [p for p in pairs if p["gold_chosen"] != p["gold_rejected"]]
     rm = load_reward_model(cfg.rm, rt.device)[0]
-    sft, sft_tok, _ = load_model(cfg.sft, device=rt.device)
+    sft, sft_tok, _ = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     sft.eval()
     prompts = sorted({p["prompt"] for p in pairs})
     replies = answer(sft, sft_tok, prompts, 48, autocast=rt.autocast)

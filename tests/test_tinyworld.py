@@ -254,6 +254,24 @@ def test_a_world_from_older_code_is_refused_in_one_sentence(world_dir, tmp_path)
     assert str(tmp_path / "world.json") in r.stderr and f"version {tw.VERSION - 1}" in r.stderr
 
 
+def test_a_truncated_world_and_a_malformed_labelled_pair_are_refused_in_one_sentence(world_dir, tmp_path):
+    """A cut-off world.json is named with how to regenerate it, and bench/rm_knowledge.py names the file and line of
+    a labelled pair whose gold score is not a number (it once read the pairs with json.loads and crashed)."""
+    from nanotrain.errors import DataError
+    from nanotrain.tinyworld.gold import Gold
+    (tmp_path / "world.json").write_bytes((world_dir / "world.json").read_bytes()[:1000])
+    with pytest.raises(DataError, match="world.json: not a world.json this code can read.*regenerate"):
+        Gold.load(tmp_path)
+    pairs = tmp_path / "pairs.jsonl"
+    good = {"prompt": "Who is Sam?", "chosen": "a", "rejected": "b", "gold_chosen": 1.0, "gold_rejected": 0.0}
+    pairs.write_text(json.dumps(good) + "\n" + json.dumps({**good, "gold_chosen": "high"}) + "\n", encoding="utf-8")
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "rm_knowledge.py"), "--pairs", str(pairs), "--world",
+                        str(world_dir), "--rm", str(tmp_path / "none.pt"), "--sft", str(tmp_path / "none.pt")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip() == r.stderr.strip().splitlines()[0], r.stderr
+    assert f"{pairs}:2:" in r.stderr
+
+
 def test_feedback_is_unpaired_and_mixed(world_dir):
     fb = load(world_dir, "feedback_train")
     share = sum(r["label"] for r in fb) / len(fb)

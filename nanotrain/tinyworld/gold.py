@@ -102,7 +102,11 @@ class Gold:
         path = path / "world.json" if path.is_dir() else path
         if not path.exists():
             raise FileNotFoundError(f"{path}: no world here (generate one with: python data/tinyworld.py)")
-        world = World.from_json(path.read_text(encoding="utf-8"))
+        try:
+            world = World.from_json(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:  # a truncated or hand-edited file
+            raise DataError(f"{path}: not a world.json this code can read ({type(e).__name__}: {e}); regenerate it "
+                            f"with python data/tinyworld.py --out {path.parent}") from None
         if world.version != VERSION:  # a world from older code: one sentence naming the folder, not a traceback
             raise DataError(f"{path} was written by tinyworld version {world.version} but this code is version "
                             f"{VERSION}: regenerate it with python data/tinyworld.py --out {path.parent}")

@@ -33,7 +33,7 @@ from nanotrain.checkpoint import add_metrics, load_model, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import read_prompts
 from nanotrain.dpo import DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
-from nanotrain.errors import run_script
+from nanotrain.errors import ConfigError, run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
 from nanotrain.pref_data import load_feedback, load_pairs, pairs_as_feedback
@@ -109,11 +109,11 @@ PRESETS = {"tiny": {}, "gpt2": {
 
 def defaults(cfg: RLHFConfig, given: set) -> dict:
     if cfg.algo not in ALGO_DEFAULTS:
-        raise ValueError(f"--algo must be one of {list(ALGO_DEFAULTS)}, not {cfg.algo!r}")
+        raise ConfigError(f"--algo must be one of {list(ALGO_DEFAULTS)}, not {cfg.algo!r}")
     if cfg.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
+        raise ConfigError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
     if cfg.labeler not in ("rm", "self"):
-        raise ValueError(f"--labeler must be rm or self, not {cfg.labeler!r}")
+        raise ConfigError(f"--labeler must be rm or self, not {cfg.labeler!r}")
     d = {**ALGO_DEFAULTS[cfg.algo], **PRESETS[cfg.preset].get(cfg.algo, {}), "out": f"out/rlhf_{cfg.algo}"}
     folder = cfg.labels if cfg.algo in ("dpo", "kto") else cfg.world
     if cfg.algo == "dpo" and cfg.online_rounds > 0:  # online DPO samples its own pairs: it reads prompts

@@ -265,3 +265,15 @@ def test_ppo_resumes_through_the_shared_checks(setup):
     again = script("train_rlhf.py")["main"]([*argv, "--steps", "3", "--resume"])
     assert again["step"] == 3 and again["time_s"] > first["time_s"]
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_an_unknown_algo_preset_or_labeler_is_refused_in_one_sentence():
+    """They once raised a plain ValueError, which run_script prints as a traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    for flag, value in (("--algo", "sft"), ("--preset", "gpt3"), ("--labeler", "human")):
+        r = subprocess.run([sys.executable, "train_rlhf.py", flag, value], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: {flag} must be"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

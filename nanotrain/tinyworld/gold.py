@@ -85,10 +85,12 @@ def _length(text: str) -> float:
 
 
 class Gold:
-    def __init__(self, world: World):
-        if world.version != VERSION:
-            raise DataError(f"world.json was written by tinyworld version {world.version} but this code is version "
-                            f"{VERSION}: regenerate it with python data/tinyworld.py")
+    def __init__(self, world: World, path: Path | None = None):
+        """``path``: the world.json it was read from (``load``), named when it is refused."""
+        if world.version != VERSION:  # a world from older code: one sentence naming the file, not a traceback
+            raise DataError(f"{path or 'world.json'} was written by tinyworld version {world.version} but this code "
+                            f"is version {VERSION}: regenerate it with python data/tinyworld.py"
+                            + (f" --out {path.parent}" if path else ""))
         self.world = world
         cfg = WorldConfig(**{k: v for k, v in world.config.items() if k != "out"})
         _, tasks = build_chat(world, cfg)  # regenerates every multi-person prompt the generator drew
@@ -107,10 +109,7 @@ class Gold:
         except (json.JSONDecodeError, KeyError, TypeError) as e:  # a truncated or hand-edited file
             raise DataError(f"{path}: not a world.json this code can read ({type(e).__name__}: {e}); regenerate it "
                             f"with python data/tinyworld.py --out {path.parent}") from None
-        if world.version != VERSION:  # a world from older code: one sentence naming the folder, not a traceback
-            raise DataError(f"{path} was written by tinyworld version {world.version} but this code is version "
-                            f"{VERSION}: regenerate it with python data/tinyworld.py --out {path.parent}")
-        return cls(world)
+        return cls(world, path)
 
     def spec(self, prompt: str) -> Spec | None:
         return self.specs.get(prompt.strip())

@@ -32,7 +32,7 @@ from nanotrain import ppo
 from nanotrain.checkpoint import add_metrics, load_model, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
 from nanotrain.data import read_prompts
-from nanotrain.dpo import DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
+from nanotrain.dpo import LOSS_TYPES, DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
 from nanotrain.errors import ConfigError, run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
@@ -114,6 +114,10 @@ def defaults(cfg: RLHFConfig, given: set) -> dict:
         raise ConfigError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
     if cfg.labeler not in ("rm", "self"):
         raise ConfigError(f"--labeler must be rm or self, not {cfg.labeler!r}")
+    if cfg.loss_type not in LOSS_TYPES:  # checked here, before the models load, as well as where the loss is computed
+        raise ConfigError(f"--loss-type must be one of {list(LOSS_TYPES)}, not {cfg.loss_type!r}")
+    if cfg.kl_estimator not in ppo.KL_ESTIMATORS:
+        raise ConfigError(f"--kl-estimator must be one of {list(ppo.KL_ESTIMATORS)}, not {cfg.kl_estimator!r}")
     d = {**ALGO_DEFAULTS[cfg.algo], **PRESETS[cfg.preset].get(cfg.algo, {}), "out": f"out/rlhf_{cfg.algo}"}
     folder = cfg.labels if cfg.algo in ("dpo", "kto") else cfg.world
     if cfg.algo == "dpo" and cfg.online_rounds > 0:  # online DPO samples its own pairs: it reads prompts

@@ -33,15 +33,18 @@ import torch.nn.functional as F
 
 from nanotrain.cli import flag
 from nanotrain.data import batch_indices
-from nanotrain.errors import DataError
+from nanotrain.errors import ConfigError, DataError
 from nanotrain.runtime import precision
 from nanotrain.sampling import as_messages
+
+
+LOSS_TYPES = ("dpo", "ipo")  # DPO (eq. 7, or conservative with label smoothing) and IPO
 
 
 @dataclass
 class DPOConfig:
     """The hyperparameters of DPO, IPO, cDPO and KTO (train_rlhf.py exposes them as flags; beta is shared with PPO)."""
-    loss_type: str = flag("dpo", "dpo | ipo")
+    loss_type: str = flag("dpo", " | ".join(LOSS_TYPES))
     label_smoothing: float = flag(0.1, "conservative DPO: assumed share of flipped labels (0: plain DPO eq. 7)")
     nll_weight: float = flag(2.0, "DPO/IPO: add this times the chosen answers' NLL per token (Llama 3, RPO; 0: none)")
     lambda_d: float | None = flag(None, "KTO weight of desirable examples (none, with --lambda-u none: set from the "
@@ -141,7 +144,7 @@ def preference_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: floa
         # IPO: regress h onto 1 / (2 tau).
         losses = (h - 1 / (2 * beta)) ** 2
     else:
-        raise ValueError(f"loss_type must be 'dpo' or 'ipo', not {loss_type!r}")
+        raise ConfigError(f"--loss-type must be one of {list(LOSS_TYPES)}, not {loss_type!r}")
     r_w, r_l = (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
     info = {"reward_chosen": r_w.mean().item(), "reward_rejected": r_l.mean().item(),
             "reward_margin": (r_w - r_l).mean().item(), "reward_accuracy": (r_w > r_l).float().mean().item()}

@@ -43,12 +43,15 @@ from tqdm import tqdm
 from nanotrain.checkpoint import atomic_save
 from nanotrain.cli import flag
 from nanotrain.data import batch_indices
-from nanotrain.errors import NanotrainError, NonFiniteLoss
+from nanotrain.errors import ConfigError, NanotrainError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.reward import labelled
 from nanotrain.runtime import precision, refuse_fp16_training
 from nanotrain.sampling import generate_replies, left_pad
 from nanotrain.trainer import MetricsLog, clip_gradients, lr_at, make_optimizer, run_record, start_run
+
+
+KL_ESTIMATORS = ("k1", "k3")  # Schulman's estimators of KL(pi || pi_ref) from samples of pi: kl_per_token
 
 
 @dataclass
@@ -236,7 +239,7 @@ def kl_per_token(logp, ref_logp, estimator: str = "k1"):
     if estimator == "k3":
         log_r = ref_logp - logp
         return torch.expm1(log_r) - log_r
-    raise ValueError(f"kl estimator must be k1 or k3, not {estimator!r}")
+    raise ConfigError(f"--kl-estimator must be one of {list(KL_ESTIMATORS)}, not {estimator!r}")
 
 
 def shape_rewards(score, kl, mask, beta: float):

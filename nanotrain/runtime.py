@@ -109,6 +109,8 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0, resu
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device must be auto, cpu, cuda (or cuda:N) or mps, not {device!r}")
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     dev = torch.device(device)
@@ -123,7 +125,7 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0, resu
     if dtype == "auto":
         dtype = auto_dtype(dev)
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be auto or one of {sorted(DTYPES)}, not {dtype!r}")
+        raise ConfigError(f"--dtype must be auto or one of {sorted(DTYPES)}, not {dtype!r}")
     amp = None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
     torch.manual_seed(seed)  # the same on every rank: DDP starts every replica from identical weights
     return Runtime(dev, amp, rank, world, local_rank)

@@ -267,13 +267,15 @@ def test_ppo_resumes_through_the_shared_checks(setup):
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_an_unknown_algo_preset_or_labeler_is_refused_in_one_sentence():
-    """They once raised a plain ValueError, which run_script prints as a traceback."""
+def test_an_unknown_algo_preset_labeler_loss_or_precision_is_refused_in_one_sentence():
+    """They once raised a plain ValueError, which run_script prints as a traceback (--loss-type and --kl-estimator
+    only at the first step, after the models had loaded)."""
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    for flag, value in (("--algo", "sft"), ("--preset", "gpt3"), ("--labeler", "human")):
+    for flag, value in (("--algo", "sft"), ("--preset", "gpt3"), ("--labeler", "human"), ("--loss-type", "ppo"),
+                        ("--kl-estimator", "k2"), ("--dtype", "float16x"), ("--device", "gpu")):
         r = subprocess.run([sys.executable, "train_rlhf.py", flag, value], cwd=root, capture_output=True, text=True)
         assert r.returncode == 1 and r.stderr.startswith(f"error: {flag} must be"), r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

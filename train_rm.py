@@ -30,7 +30,8 @@ import torch
 
 from nanotrain.checkpoint import add_metrics, load_checkpoint, load_model, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.errors import CheckpointError, run_script
+from nanotrain.data import read_jsonl
+from nanotrain.errors import CheckpointError, DataError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
 from nanotrain.reward import (PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies,
@@ -146,6 +147,11 @@ def main(argv=None) -> dict:
         val_pairs = load_pairs(cfg.val_data)
     else:
         train_pairs, val_pairs = split_pairs(train_pairs, cfg.val_fraction, cfg.seed)
+    held_out = cfg.val_data or f"--val-fraction {cfg.val_fraction} of {cfg.data}"
+    for source, pairs, use in ((cfg.data, train_pairs, "to learn from"), (held_out, val_pairs, "held out")):
+        if not pairs:
+            raise DataError(f"{source}: no preference pairs {use}")
+    oracle = world_gold(cfg)  # before training: a wrong --world is refused before the time is spent
     tok = load_tokenizer(cfg)
     train, val = encode_pairs(tok, train_pairs), encode_pairs(tok, val_pairs)
     mean_len = float(np.mean([len(p) + (len(c) + len(r)) / 2 for p, c, r in train]))
@@ -212,9 +218,9 @@ def main(argv=None) -> dict:
     # --- save: does the reward model rank fresh samples the way the gold scorer does? Added to the checkpoint.
     out = Path(cfg.out)
     if rt.master:
-        if cfg.world.lower() != "none" and cfg.init != "scratch" and cfg.agree_prompts > 0:
+        if oracle is not None:
             t0 = time.perf_counter()
-            figs = agreement_with_gold(cfg, rm, rt)
+            figs = agreement_with_gold(cfg, oracle, rm, rt)
             metrics = add_metrics(out / "ckpt.pt", {**figs, "agree_time_s": time.perf_counter() - t0}, ("rm",))
         print(f"held-out pairwise accuracy {metrics['val_acc']:.3f} ({len(val)} pairs; 'the longer reply wins': "
               f"{longer:.3f}); checkpoint: {out / 'ckpt.pt'}")
@@ -224,18 +230,24 @@ def main(argv=None) -> dict:
     return metrics
 
 
-def agreement_with_gold(cfg: RMConfig, rm: RewardModel, rt) -> dict:
+def world_gold(cfg: RMConfig):
+    """The --world's gold scorers for the rank-agreement check after training, or None where it does not run."""
+    if cfg.world.lower() == "none" or cfg.init == "scratch" or cfg.agree_prompts <= 0:
+        return None
+    from nanotrain.tinyworld.gold import Gold  # the built-in world's oracle: only this check needs it
+    return Gold.load(cfg.world)
+
+
+def agreement_with_gold(cfg: RMConfig, gold, rm: RewardModel, rt) -> dict:
     """reward.gold_agreement on --agree-prompts held-out prompts of the world's eval files, with the gold scorer of
     the reward model's kind (helpful or safe) and fresh samples of the init policy."""
-    from nanotrain.tinyworld.gold import Gold  # the built-in world's oracle: only this check needs it
-
-    gold = Gold.load(cfg.world)
     policy, tok, _ = load_model(cfg.init, stages=("sft", "pretrain"), device=rt.device)
     files = {}
     for fname in ("eval_prompts", "eval_harmful"):
         path = Path(cfg.world) / f"{fname}.jsonl"
         if path.exists():
-            files[fname] = [json.loads(ln)["prompt"] for ln in path.read_text().splitlines()[:cfg.agree_prompts]]
+            recs = [rec for _, rec in read_jsonl(path, required=("prompt",))]
+            files[fname] = [rec["prompt"] for rec in recs[:cfg.agree_prompts]]
     return gold_agreement(rm, policy, tok, gold.score_helpful if cfg.name == "helpful" else gold.score_safe, files,
                           cfg.agree_samples, cfg.agree_tokens, cfg.agree_temperature,
                           torch.Generator(device=rt.device).manual_seed(cfg.seed), rt.autocast)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nanotrain.data import read_jsonl
-from nanotrain.errors import DataError
+from nanotrain.errors import ConfigError, DataError
 
 ROLES = ("system", "user", "assistant")
 
@@ -266,7 +266,7 @@ def split_pairs(pairs: list, val_fraction: float, seed: int = 0) -> tuple[list, 
     """Hold out ``val_fraction`` of the *prompts* (with all their pairs): OASST gives several pairs per prompt, and a
     model that saw the prompt in training would be judged on it otherwise."""
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        raise ConfigError(f"--val-fraction must be between 0 and 1, not {val_fraction}")
     keys = sorted({repr(p.messages) for p in pairs})
     random.Random(seed).shuffle(keys)
     held = set(keys[:max(1, round(len(keys) * val_fraction))])

@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, script
 from nanotrain.checkpoint import atomic_save, make_checkpoint
-from nanotrain.errors import CheckpointError, DataError
+from nanotrain.errors import CheckpointError, ConfigError, DataError
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.reward import load_reward_model
 from nanotrain.tinyworld.generate import write_world
@@ -149,6 +149,19 @@ def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):
     bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'chosen' must be a string"):
         train_rm(args(setup, tmp_path / "c", "--data", str(bad)))
+    # an empty held-out file divided by zero after training; a world folder without world.json was read only after
+    # training too; a --val-fraction outside (0, 1) raised a plain ValueError. None of them writes a checkpoint now.
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no preference pairs held out"):
+        train_rm(args(setup, tmp_path / "d", "--val-data", str(empty)))
+    with pytest.raises(DataError, match=r"empty\.jsonl: no preference pairs to learn from"):
+        train_rm(args(setup, tmp_path / "e", "--data", str(empty)))
+    with pytest.raises(FileNotFoundError, match="world.json"):
+        train_rm(args(setup, tmp_path / "f", "--world", str(tmp_path)))
+    with pytest.raises(ConfigError, match="--val-fraction must be between 0 and 1, not 1.5"):
+        train_rm(args(setup, tmp_path / "g", "--val-data", "none", "--val-fraction", "1.5"))
+    assert not any((tmp_path / d / "ckpt.pt").exists() for d in "defg")
 
 
 def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from nanotrain import ppo
+from nanotrain.chat_data import read_prompts
 from nanotrain.checkpoint import add_metrics, load_model, make_checkpoint
 from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.data import read_prompts
 from nanotrain.dpo import LOSS_TYPES, DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
 from nanotrain.errors import ConfigError, run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
@@ -149,8 +149,11 @@ def main(argv=None) -> dict:
     else:
         pairs = load_pairs(cfg.data)
     gold = None
-    if cfg.world.lower() != "none" and (Path(cfg.world) / "world.json").exists():
+    if cfg.world.lower() != "none":  # real data has no gold scorer: --world none
         from nanotrain.tinyworld.gold import Gold
+        if not (Path(cfg.world) / "world.json").exists():  # once skipped the gold-judged evaluation without a word
+            raise ConfigError(f"--world {cfg.world}: no world.json there for the gold-judged evaluation (generate "
+                              f"one with python data/tinyworld.py --out {cfg.world}, or pass --world none)")
         gold = Gold.load(cfg.world)
     # --- model: the policy starts as the SFT model, which is also the reference
     policy, tok, init_ckpt = load_model(cfg.init, stages=("sft", "rlhf"), device=rt.device)

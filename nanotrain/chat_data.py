@@ -14,6 +14,9 @@ ending with the assistant, no empty content). A malformed record raises ``DataEr
                derivatives (a trailing unanswered human turn is dropped)
     prompt_completion   TRL's {"prompt", "completion"}: strings (one user turn, one reply) or message lists
 
+``read_prompts`` reads what PPO and online DPO answer: {"prompt", "harmful"} records, a prompt a string or a
+conversation ending with the user's turn.
+
 Files are JSONL (optionally .gz) or one JSON array (``.json``); the format is detected from the first record's keys
 unless given.
 
@@ -39,7 +42,7 @@ import torch
 
 from nanotrain.data import decode, open_bytes, read_jsonl
 from nanotrain.errors import DataError
-from nanotrain.pref_data import as_messages, conversation
+from nanotrain.pref_data import as_messages, conversation, jsonl_files
 
 FORMATS = ("messages", "alpaca", "lima", "dolly", "oasst", "sharegpt", "prompt_completion")
 ROLES = ("system", "user", "assistant")
@@ -72,6 +75,28 @@ def validate(messages, where: str, need_reply: bool = True) -> list[dict]:
     if need_reply and (not turns or turns[-1]["role"] != "assistant"):
         raise DataError(f"{where}: the conversation must end with an assistant reply (nothing to learn otherwise)")
     return out
+
+
+def read_prompts(path) -> tuple[list, list | None]:
+    """Prompts (and their "harmful" labels, None unless every record has one) from a JSONL of {"prompt", ...}: what
+    PPO and online DPO sample answers to. A prompt is a string or a conversation ending with the user's turn.
+    ``path``: a file, a folder or comma-separated files (pref_data.jsonl_files), read in that order."""
+    prompts, harmful = [], []
+    for f, lineno, rec in ((f, n, rec) for f in jsonl_files(path) for n, rec in read_jsonl(f, required=("prompt",))):
+        where, prompt, label = f"{f}:{lineno}", rec["prompt"], rec.get("harmful")
+        if isinstance(prompt, list):
+            prompt = validate(prompt, where, need_reply=False)
+            if prompt[-1]["role"] != "user":
+                raise DataError(f"{where}: a prompt conversation must end with the user's turn (the one to answer)")
+        elif not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(f"{where}: 'prompt' must be a non-empty string or a list of messages, not {prompt!r}")
+        if label is not None and not isinstance(label, bool):
+            raise DataError(f"{where}: 'harmful' must be true or false, not {label!r}")
+        prompts.append(prompt)
+        harmful.append(label)
+    if not prompts:
+        raise DataError(f"{path}: no prompts")
+    return prompts, (harmful if all(h is not None for h in harmful) else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 - ``read_jsonl``: JSONL (optionally .gz), one record per line; a malformed line raises ``DataError`` naming the file
   and the line number.
 - ``read_texts``: documents from plain .txt (one document per file) or JSONL(.gz) with a "text" field.
-- ``read_prompts``: the prompts of a JSONL file (PPO, online DPO).
 - ``batch_indices``: which examples a micro-batch of a step reads: epochs of seeded permutations, a pure function of
   the step (DPO, KTO, PPO's prompts).
 - ``token_meta``: a token folder's meta.json (its tokenizer, token counts), with a clear error when it is missing.
@@ -78,18 +77,6 @@ def read_texts(path):
     else:
         with open_bytes(path) as f:
             yield decode(f.read(), path)
-
-
-def read_prompts(path) -> tuple[list, list | None]:
-    """Prompts (and their "harmful" labels, None unless every record has one) from a JSONL of {"prompt", ...}: what
-    PPO and online DPO sample answers to."""
-    prompts, harmful = [], []
-    for _, rec in read_jsonl(path, required=("prompt",)):
-        prompts.append(rec["prompt"])
-        harmful.append(rec.get("harmful"))
-    if not prompts:
-        raise DataError(f"{path}: no prompts")
-    return prompts, (harmful if all(h is not None for h in harmful) else None)
 
 
 def batch_indices(n: int, step: int, micro: int, batch_size: int, grad_accum: int = 1, rank: int = 0,

@@ -9,7 +9,7 @@ import torch
 
 from conftest import script
 from nanotrain.chat_data import (SFTBatches, encode_conversations, load_conversations, mean_loss, pack,
-                                 to_inputs_targets)
+                                 read_prompts, to_inputs_targets)
 from nanotrain.errors import DataError
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.rouge import lcs_length, rouge_l, rouge_l_scores
@@ -140,6 +140,31 @@ def test_explicit_format_overrides_detection(tmp_path):
 def conversations(n):
     return [[{"role": "user", "content": f"What colour is Lena's bicycle? {i}"},
              {"role": "assistant", "content": "Lena's bicycle is red." * (1 + i % 3)}] for i in range(n)]
+
+
+def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_named(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"prompt": "Who is Lena?", "harmful": false}\n')
+    b.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                                        {"role": "user", "content": "Steal it."}], "harmful": True}) + "\n")
+    prompts, harmful = read_prompts(f"{a},{b}")  # the joined files train_rlhf.py --data's help promises
+    assert prompts[0] == "Who is Lena?" and prompts[1][-1] == {"role": "user", "content": "Steal it."}
+    assert harmful == [False, True]
+    assert read_prompts(a)[1] == [False] and read_prompts(_write(tmp_path, '{"prompt": "x"}'))[1] is None
+    # each was accepted as it stood and failed, or misled PPO, only later
+    for line, message in (('{"prompt": 42}', "'prompt' must be a non-empty string or a list of messages, not 42"),
+                          ('{"prompt": "  "}', "'prompt' must be a non-empty string"),
+                          ('{"prompt": "Who?", "harmful": "no"}', "'harmful' must be true or false, not 'no'"),
+                          ('{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}',
+                           "a prompt conversation must end with the user's turn")):
+        with pytest.raises(DataError, match=r"p\.jsonl:2: " + message.replace("(", r"\(").replace(")", r"\)")):
+            read_prompts(_write(tmp_path, '{"prompt": "fine"}\n' + line))
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "p.jsonl"
+    path.write_text(text + "\n")
+    return path
 
 
 def test_packing_keeps_every_example_and_its_mask(tok):

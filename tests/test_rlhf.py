@@ -248,6 +248,18 @@ def test_wrong_checkpoint_stage_is_one_clear_error(setup):
                                          str(world), "--labels", str(world), "--out", str(root / "bad")])
 
 
+def test_a_world_folder_without_world_json_is_refused_not_skipped(setup, tmp_path):
+    """It once skipped the gold-judged evaluation without a word; --world none still does so on purpose."""
+    root, world = setup
+    argv = ["--algo", "ppo", "--init", str(root / "sft.pt"), "--reward", str(root / "rm_helpful.pt"), "--data",
+            str(world / "rl_prompts.jsonl"), "--out", str(tmp_path / "out"), "--steps", "1", "--rollout-batch", "4",
+            "--minibatch", "2", "--max-new-tokens", "4", "--dtype", "float32", "--curve-prompts", "0"]
+    with pytest.raises(ConfigError, match="no world.json there for the gold-judged evaluation .* --world none"):
+        script("train_rlhf.py")["main"]([*argv, "--world", str(tmp_path)])
+    metrics = script("train_rlhf.py")["main"]([*argv, "--world", "none"])
+    assert "helpful_after" not in metrics and (tmp_path / "out" / "ckpt.pt").exists()
+
+
 def test_ppo_resumes_through_the_shared_checks(setup):
     """PPO's loop is not trainer.train_loop, but it claims --out, checks the flags and continues the clock through the
     same helpers: a resume with another --seed is refused, one with more --steps continues from the saved step."""

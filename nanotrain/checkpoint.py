@@ -18,6 +18,7 @@ interleaving its files with the first one's.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def claim_output(out) -> None:
 _CLAIMED: dict = {}  # lock files this process holds: an OS resource that must outlive the call, not configuration
 
 
+WRITERS = {"pretrain": "train_pretrain.py", "sft": "train_sft.py", "rm": "train_rm.py", "rlhf": "train_rlhf.py"}
+
+
 def load_checkpoint(path, stages: tuple[str, ...] | None = None, mmap: bool = False) -> dict:
     """Load a checkpoint, checking that it exists, is readable, and comes from one of ``stages``. With ``mmap`` the
     weights stay on disk until read: a cheap way to learn a checkpoint's tokenizer and architecture.
@@ -85,12 +89,17 @@ def load_checkpoint(path, stages: tuple[str, ...] | None = None, mmap: bool = Fa
     if path.is_dir():
         path = path / "ckpt.pt"
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: run the stage that writes it first, or pass --init")
+        writers = " or ".join(WRITERS.get(s, s) for s in stages) if stages else "the stage that writes it"
+        raise CheckpointError(f"no checkpoint at {path}: run {writers} first, or give the path of one")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:
+    except pickle.UnpicklingError:  # torch's own message goes on to suggest weights_only=False: not here
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values, which loading with "
+                              f"weights_only=True refuses: not a checkpoint nanotrain wrote") from None
+    except Exception as e:  # torch's first sentence is the cause; the rest is advice for its own API
+        cause = str(e).splitlines()[0].split(". ")[0][:160] if str(e).strip() else ""
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+                              f"{cause}") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt or "stage" not in ckpt:
         raise CheckpointError(f"{path} is not a nanotrain checkpoint (no 'format'/'stage' keys)")
     if ckpt["format"] != FORMAT_VERSION:

@@ -1,6 +1,7 @@
 """The pretraining stage end to end at a tiny size: it learns, checkpoints round-trip, two DDP processes equal one, NaN
 stops the run with the last good checkpoint, and bad input fails in one sentence. (Killed runs resume exactly:
 tests/test_resume.py.)"""
+import argparse
 import json
 import subprocess
 import sys
@@ -146,6 +147,16 @@ def test_checkpoint_from_the_wrong_stage_and_truncated_file(tiny_corpus, tmp_pat
         load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
+    # the script that writes the checkpoint asked for, not a flag that may not be the one given (it said --init)
+    with pytest.raises(CheckpointError, match="missing.pt: run train_rm.py first, or give the path of one$"):
+        load_checkpoint(tmp_path / "missing.pt", stages=("rm",))
+    # an object weights-only loading refuses: one sentence of ours, not torch's advice to load with weights_only=False
+    torch.save({"format": 1, "stage": "sft", "odd": argparse.Namespace()}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd.pt holds objects other than tensors .*weights_only=True refuses"):
+        load_checkpoint(tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "cut.pt")
+    assert len(str(e.value)) < 250 and "\n" not in str(e.value)  # torch's cause, not its paragraph of advice
     r = run_cli("sample.py", "--init", str(tmp_path / "cut.pt"), "--prompt", "hi")
     assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
 

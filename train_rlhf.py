@@ -143,6 +143,9 @@ def main(argv=None) -> dict:
     elif cfg.algo == "kto":
         feedback, source = load_feedback(cfg.data), cfg.data
         if cfg.red_team_pairs > 0:  # as DPO reads them (reward.with_red_team), as thumbs; the file's order is random
+            if cfg.world.lower() == "none":
+                raise ConfigError(f"--red-team-pairs {cfg.red_team_pairs} reads the --world folder's safety pairs "
+                                  f"({RED_TEAM}), and --world is none: name a world folder or pass --red-team-pairs 0")
             red = f"{cfg.world}/{RED_TEAM}"
             feedback += pairs_as_feedback(load_pairs(red)[:cfg.red_team_pairs])
             source += f" and {cfg.red_team_pairs} pairs of {red}"

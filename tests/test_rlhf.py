@@ -248,8 +248,9 @@ def test_wrong_checkpoint_stage_is_one_clear_error(setup):
                                          str(world), "--labels", str(world), "--out", str(root / "bad")])
 
 
-def test_a_world_folder_without_world_json_is_refused_not_skipped(setup, tmp_path):
-    """It once skipped the gold-judged evaluation without a word; --world none still does so on purpose."""
+def test_a_world_without_world_json_is_refused_and_world_none_has_no_red_team_pairs(setup, tmp_path):
+    """It once skipped the gold-judged evaluation without a word; --world none still does so on purpose, but then
+    there are no world pairs for KTO's --red-team-pairs."""
     root, world = setup
     argv = ["--algo", "ppo", "--init", str(root / "sft.pt"), "--reward", str(root / "rm_helpful.pt"), "--data",
             str(world / "rl_prompts.jsonl"), "--out", str(tmp_path / "out"), "--steps", "1", "--rollout-batch", "4",
@@ -258,6 +259,11 @@ def test_a_world_folder_without_world_json_is_refused_not_skipped(setup, tmp_pat
         script("train_rlhf.py")["main"]([*argv, "--world", str(tmp_path)])
     metrics = script("train_rlhf.py")["main"]([*argv, "--world", "none"])
     assert "helpful_after" not in metrics and (tmp_path / "out" / "ckpt.pt").exists()
+    with pytest.raises(ConfigError, match="--red-team-pairs 5 reads the --world folder's safety pairs .* and --world "
+                                          "is none"):  # it said "none/prefs_safe_train.jsonl: no such file"
+        script("train_rlhf.py")["main"](["--algo", "kto", "--init", str(root / "sft.pt"), "--data",
+                                         str(world / "feedback_train.jsonl"), "--world", "none", "--red-team-pairs",
+                                         "5", "--out", str(tmp_path / "kto")])
 
 
 def test_ppo_resumes_through_the_shared_checks(setup):

@@ -17,8 +17,9 @@ import torch
 
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
-from nanotrain.errors import CheckpointError, run_script
+from nanotrain.errors import CheckpointError, ConfigError, run_script
 from nanotrain.runtime import setup_runtime
+from nanotrain.sampling import check_sampling
 
 
 @dataclass
@@ -40,6 +41,10 @@ class SampleConfig:
 
 def main(argv=None) -> list[str]:
     cfg = parse_config(SampleConfig, argv, description=__doc__.split("\n\n")[0], show=False)
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p, num_samples=cfg.num_samples,
+                   max_new_tokens=cfg.max_new_tokens)
+    if cfg.best_of < 0:
+        raise ConfigError(f"--best-of must be 0 (off) or more, not {cfg.best_of}")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     model, tok, ckpt = load_model(cfg.init, stages=("pretrain", "sft", "rlhf"), device=rt.device)
     model.eval()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanotrain.errors import ConfigError
 from nanotrain.runtime import precision
 
 
@@ -21,6 +22,21 @@ class Reply:
     ids: list[int]  # the reply's tokens, including the end-of-turn token when it ended
     ended: bool  # produced <|end|> within the length limit: the well-formedness test
     text: str  # the reply as the user sees it (no markers)
+
+
+def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None, **counts: int) -> None:
+    """sample.py's and chat.py's sampling flags, refused in one sentence before a model loads: torch's own errors
+    for them name no flag (--top-k 0), and a negative temperature would silently favour the least likely tokens.
+    ``counts``: flags that must be at least 1 (``max_new_tokens=...``), named by their keyword."""
+    if not temperature >= 0:
+        raise ConfigError(f"--temperature must be 0 (greedy) or more, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1 (or none), not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be above 0 and at most 1 (or none), not {top_p}")
+    for name, n in counts.items():
+        if n < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {n}")
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device="cpu"):

@@ -1,10 +1,12 @@
 """Bad input a user can give, each answered with one sentence that says what and where (or handled, as chat.py does):
 invalid UTF-8 at its own line, empty or unusable preference and feedback files, pairs that carry no preference,
-weights given as hf: that are not GPT-2's, two tokenizers of the same kind, a prompt longer than the context.
+weights given as hf: that are not GPT-2's, two tokenizers of the same kind, a prompt longer than the context,
+sampling flags out of range.
 
     pytest tests/test_bad_input.py
 """
 import json
+import re
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from conftest import script
 from nanotrain.chat_data import load_conversations
 from nanotrain.checkpoint import atomic_save, check_tokenizer, make_checkpoint
 from nanotrain.data import read_jsonl, read_texts
-from nanotrain.errors import CheckpointError, DataError
+from nanotrain.errors import CheckpointError, ConfigError, DataError
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.pref_data import load_feedback, load_pairs
 from nanotrain.tokenizer import Tokenizer
@@ -120,3 +122,17 @@ def test_a_prompt_longer_than_the_context_keeps_its_end(tmp_path, capsys):
                                              "--dtype", "float32", "--device", "cpu"])
         assert len(texts) == 1
         assert "the model's context 16: kept its last 11]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script_name, flag, value, message", [
+    ("sample.py", "--top-k", "0", "--top-k must be at least 1 (or none), not 0"),
+    ("sample.py", "--temperature", "-1", "--temperature must be 0 (greedy) or more, not -1.0"),
+    ("sample.py", "--num-samples", "0", "--num-samples must be at least 1, not 0"),
+    ("sample.py", "--best-of", "-2", "--best-of must be 0 (off) or more, not -2"),
+    ("chat.py", "--top-p", "1.5", "--top-p must be above 0 and at most 1 (or none), not 1.5"),
+    ("chat.py", "--best-of", "0", "--best-of must be at least 1, not 0")])
+def test_sampling_flags_out_of_range_are_refused_before_the_model_loads(script_name, flag, value, message):
+    """--top-k 0 was a RuntimeError traceback about tensor sizes, a negative temperature sampled the least likely tokens,
+    --num-samples 0 printed nothing: each is now one sentence, before the checkpoint is read (this one is missing)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        script(script_name)["main"](["--init", "no/such/ckpt.pt", "--prompt", "hi", flag, value])

@@ -32,9 +32,9 @@ import torch
 from nanotrain.checkpoint import load_model
 from nanotrain.cli import flag, parse_config
 from nanotrain.data import read_jsonl
-from nanotrain.errors import DataError, run_script
+from nanotrain.errors import ConfigError, DataError, run_script
 from nanotrain.runtime import setup_runtime
-from nanotrain.sampling import generate_replies
+from nanotrain.sampling import check_sampling, generate_replies
 from nanotrain.tinyworld import labellers
 from nanotrain.tinyworld.gold import HEDGE, Gold
 from nanotrain.tinyworld.writers import GENERIC_REFUSAL
@@ -61,6 +61,13 @@ class LabelConfig:
 
 def main(argv=None) -> dict:
     cfg = parse_config(LabelConfig, argv, __doc__.split("\n\n")[0])
+    if cfg.samples < 2:  # a ranking orders at least two answers to the same prompt
+        raise ConfigError(f"--samples must be at least 2, not {cfg.samples}: pairs are two answers to one prompt")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be at least 0 and below 1, not {cfg.val_fraction}")
+    if not cfg.noise >= 0:
+        raise ConfigError(f"--noise must be 0 (labellers who agree with gold) or more, not {cfg.noise}")
+    check_sampling(cfg.temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     t0 = time.perf_counter()

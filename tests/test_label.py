@@ -3,8 +3,12 @@ thumbs up / down (nanotrain/tinyworld/labellers.label_answers, on hand-written a
 and data/label.py runs it end to end on a model's own samples."""
 import json
 import random
+import re
+
+import pytest
 
 from conftest import script
+from nanotrain.errors import ConfigError
 from nanotrain.pref_data import load_feedback, load_pairs
 from nanotrain.tinyworld.gold import Gold
 from nanotrain.tinyworld.labellers import label_answers
@@ -63,3 +67,19 @@ def test_label_script_writes_every_file_and_its_report(tiny_chat, tmp_path):
     for k in ("hedged", "generic_refusals", "hallucinated", "thumbs_up"):
         assert 0 <= report[k] <= 1, k
     assert (out / "report.json").read_text() == json.dumps(report, indent=1) + "\n"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--samples", "1", "--samples must be at least 2, not 1: pairs are two answers to one prompt"),
+    ("--val-fraction", "1", "--val-fraction must be at least 0 and below 1, not 1.0"),
+    ("--noise", "-0.1", "--noise must be 0 (labellers who agree with gold) or more, not -0.1"),
+    ("--temperature", "-1", "--temperature must be 0 (greedy) or more")])
+def test_flags_that_leave_nothing_to_rank_are_refused_before_sampling(tiny_chat, tmp_path, flag, value, message):
+    """They were taken as given: --samples 1 leaves no two answers to rank, --val-fraction 1 no prompt to train on,
+    known only after the sampling time was spent; each is now one sentence up front."""
+    root, world = tiny_chat
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        script("data/label.py")["main"](["--init", str(root / "sft.pt"), "--world", str(world), "--prompts",
+                                         str(world / "label_prompts.jsonl"), "--out", str(tmp_path / "labels"),
+                                         "--max-new-tokens", "8", "--dtype", "float32", flag, value])
+    assert not (tmp_path / "labels").exists()

@@ -189,8 +189,18 @@ def explicit_pair(rec: dict, where: str) -> Pair:
         raise DataError(f"{where}: chosen and rejected must be the same conversation up to one final assistant "
                         f"reply each; they differ from message {shared} on, in {len(chosen) - shared} and "
                         f"{len(rejected) - shared} messages")
-    gold = (float(rec["gold_chosen"]), float(rec["gold_rejected"])) if "gold_chosen" in rec else None
-    return Pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], gold)
+    return Pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"], gold_scores(rec, where))
+
+
+def gold_scores(rec: dict, where: str) -> tuple[float, float] | None:
+    """The noise-free scores of both replies, where the labelling stage wrote them (gold_chosen, gold_rejected)."""
+    if "gold_chosen" not in rec and "gold_rejected" not in rec:
+        return None
+    scores = rec.get("gold_chosen"), rec.get("gold_rejected")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
+        raise DataError(f"{where}: gold_chosen and gold_rejected must both be numbers, not {scores[0]!r} and "
+                        f"{scores[1]!r}")
+    return float(scores[0]), float(scores[1])
 
 
 # ----- HH-RLHF dialogues

@@ -106,6 +106,15 @@ def test_malformed_records_name_file_and_line(tmp_path):
                                             "rejected": "r"}])
     with pytest.raises(DataError, match=r"msgs\.jsonl:1: prompt message 0"):
         load_pairs(path)
+    # the labelling stage's noise-free scores: a string was a ValueError traceback from float(), one alone was a KeyError
+    for gold in ({"gold_chosen": "high", "gold_rejected": 0.1}, {"gold_chosen": 0.9}):
+        path = write(tmp_path / "gold.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r", "gold_chosen": 1,
+                                                "gold_rejected": 0}, {"prompt": "p", "chosen": "c", "rejected": "r",
+                                                                      **gold}])
+        with pytest.raises(DataError, match=r"gold\.jsonl:2: gold_chosen and gold_rejected must both be numbers"):
+            load_pairs(path)
+    assert load_pairs(write(tmp_path / "one.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r",
+                                                      "gold_chosen": 1, "gold_rejected": 0.5}]))[0].gold == (1.0, 0.5)
 
 
 def oasst_msg(text, role, rank=None, replies=(), **kw):

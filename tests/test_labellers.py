@@ -46,3 +46,13 @@ def test_thumbs_up_rate_and_two_labellers_agreement():
     assert within(round(stats["labeller_gold_all"] * n), n, p)
     far = labellers.agreement([[1.0, 0.0]] * 100, tau)
     assert far["pairs_close"] == 0 and far["labeller_gold_all"] == 1.0
+
+
+def test_labellers_without_noise_are_the_gold_scorer():
+    """data/label.py --noise 0: the noise-free labels a reward model's ceiling is measured with (RESULTS.md); tau 0
+    divided by zero."""
+    rng = random.Random(0)
+    assert labellers.rank([0.2, 0.9, 0.5, 0.9], 0, rng) == [1, 3, 2, 0]
+    assert [labellers.thumbs_up(g, 0, rng) for g in (labellers.BAR + 0.01, labellers.BAR - 0.01)] == [True, False]
+    stats = labellers.agreement([[0.5, 0.45, 0.1]] * 10, 0)
+    assert stats["labeller_agreement_close"] == stats["labeller_gold_all"] == 1.0

@@ -35,7 +35,9 @@ def sigmoid(x: float) -> float:
 
 def rank(scores: list[float], tau: float, rng: random.Random) -> list[int]:
     """A labeller's ranking of answers with gold ``scores`` (indices, best first): Plackett-Luce by the Gumbel trick,
-    sorting g / tau + Gumbel(0, 1) noise."""
+    sorting g / tau + Gumbel(0, 1) noise. At tau 0 the labeller is the gold scorer itself (its order, no noise)."""
+    if tau == 0:
+        return sorted(range(len(scores)), key=lambda i: -scores[i])
     noisy = [g / tau - math.log(-math.log(max(rng.random(), 1e-300))) for g in scores]
     return sorted(range(len(scores)), key=lambda i: -noisy[i])
 
@@ -48,8 +50,9 @@ def ranked_pairs(order: list[int], scores: list[float], eps: float = EPS) -> lis
 
 
 def thumbs_up(score: float, tau: float, rng: random.Random, bar: float = BAR) -> bool:
-    """A labeller's thumbs up (True) or down for one answer: its noisy gold score clears ``bar``."""
-    return rng.random() < sigmoid((score - bar) / tau)
+    """A labeller's thumbs up (True) or down for one answer: its noisy gold score clears ``bar`` (at tau 0, its
+    gold score itself)."""
+    return score > bar if tau == 0 else rng.random() < sigmoid((score - bar) / tau)
 
 
 def agreement(scores_per_prompt: list[list[float]], tau: float, seed: int = 0, close: float = CLOSE) -> dict:

@@ -84,8 +84,8 @@ def read_prompts(path) -> tuple[list, list | None]:
     prompts, harmful = [], []
     for f, lineno, rec in ((f, n, rec) for f in jsonl_files(path) for n, rec in read_jsonl(f, required=("prompt",))):
         where, prompt, label = f"{f}:{lineno}", rec["prompt"], rec.get("harmful")
-        if isinstance(prompt, list):
-            prompt = validate(prompt, where, need_reply=False)
+        if isinstance(prompt, list):  # checked as a preference pair's prompt is (real dialogues hold empty turns)
+            prompt = as_messages(prompt, where)
             if prompt[-1]["role"] != "user":
                 raise DataError(f"{where}: a prompt conversation must end with the user's turn (the one to answer)")
         elif not isinstance(prompt, str) or not prompt.strip():

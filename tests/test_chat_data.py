@@ -145,9 +145,10 @@ def conversations(n):
 def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_named(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"prompt": "Who is Lena?", "harmful": false}\n')
-    b.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+    b.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""},
                                         {"role": "user", "content": "Steal it."}], "harmful": True}) + "\n")
-    prompts, harmful = read_prompts(f"{a},{b}")  # the joined files train_rlhf.py --data's help promises
+    # the joined files train_rlhf.py --data's help promises; an empty turn inside a dialogue, as HH-RLHF's have, stays
+    prompts, harmful = read_prompts(f"{a},{b}")
     assert prompts[0] == "Who is Lena?" and prompts[1][-1] == {"role": "user", "content": "Steal it."}
     assert harmful == [False, True]
     assert read_prompts(a)[1] == [False] and read_prompts(_write(tmp_path, '{"prompt": "x"}'))[1] is None
@@ -155,6 +156,7 @@ def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_name
     for line, message in (('{"prompt": 42}', "'prompt' must be a non-empty string or a list of messages, not 42"),
                           ('{"prompt": "  "}', "'prompt' must be a non-empty string"),
                           ('{"prompt": "Who?", "harmful": "no"}', "'harmful' must be true or false, not 'no'"),
+                          ('{"prompt": [{"role": "robot", "content": "Hi"}]}', "prompt message 0 must be"),
                           ('{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}',
                            "a prompt conversation must end with the user's turn")):
         with pytest.raises(DataError, match=r"p\.jsonl:2: " + message.replace("(", r"\(").replace(")", r"\)")):

@@ -31,8 +31,8 @@ import torch
 from nanotrain import ppo
 from nanotrain.chat_data import read_prompts
 from nanotrain.checkpoint import add_metrics, load_model, make_checkpoint
-from nanotrain.cli import config_dict, flag, parse_config
-from nanotrain.dpo import LOSS_TYPES, DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
+from nanotrain.cli import check_choice, check_next, config_dict, flag, parse_config
+from nanotrain.dpo import DPOConfig, FeedbackData, PairData, SequenceLogprob, dpo_loss_fn, kto_loss_fn
 from nanotrain.errors import ConfigError, run_script
 from nanotrain.evaluate import alignment_report, evaluate_alignment, load_eval
 from nanotrain.lora import inject_lora, merged_state_dict, trainable_summary
@@ -85,6 +85,13 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
     eval_samples: int = flag(2, "answers sampled per held-out prompt for the sampled figures (KL, sampled "
                                 "helpfulness): one sample each leaves them noisy")
 
+    def __post_init__(self):  # the flags of the classes it combines are checked by theirs (check_next)
+        check_choice(self.algo, ALGO_DEFAULTS, "algo")
+        check_choice(self.preset, PRESETS, "preset")
+        if self.algo in ("dpo", "kto") and not self.beta > 0:  # PPO at beta 0 is PPO without the KL penalty
+            raise ConfigError(f"--beta must be above 0 for {self.algo} (it scales the log-ratios), not {self.beta}")
+        check_next(self, RLHFConfig)
+
 
 # What --algo sets for the flags not given (the dataclass defaults are PPO's), sized for the built-in world on a
 # 2-core CPU. Why these values: RESULTS.md, stage 3.
@@ -108,16 +115,6 @@ PRESETS = {"tiny": {}, "gpt2": {
 
 
 def defaults(cfg: RLHFConfig, given: set) -> dict:
-    if cfg.algo not in ALGO_DEFAULTS:
-        raise ConfigError(f"--algo must be one of {list(ALGO_DEFAULTS)}, not {cfg.algo!r}")
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
-    if cfg.labeler not in ("rm", "self"):
-        raise ConfigError(f"--labeler must be rm or self, not {cfg.labeler!r}")
-    if cfg.loss_type not in LOSS_TYPES:  # checked here, before the models load, as well as where the loss is computed
-        raise ConfigError(f"--loss-type must be one of {list(LOSS_TYPES)}, not {cfg.loss_type!r}")
-    if cfg.kl_estimator not in ppo.KL_ESTIMATORS:
-        raise ConfigError(f"--kl-estimator must be one of {list(ppo.KL_ESTIMATORS)}, not {cfg.kl_estimator!r}")
     d = {**ALGO_DEFAULTS[cfg.algo], **PRESETS[cfg.preset].get(cfg.algo, {}), "out": f"out/rlhf_{cfg.algo}"}
     folder = cfg.labels if cfg.algo in ("dpo", "kto") else cfg.world
     if cfg.algo == "dpo" and cfg.online_rounds > 0:  # online DPO samples its own pairs: it reads prompts
@@ -152,11 +149,11 @@ def main(argv=None) -> dict:
     else:
         pairs = load_pairs(cfg.data)
     gold = None
-    if cfg.world.lower() != "none":  # real data has no gold scorer: --world none
+    # the gold scorers: needed for the final evaluation and for --reward gold (a missing world.json once skipped the
+    # evaluation without a word), read where they are for PPO's per-iteration figures; real data has none
+    needed = cfg.eval_limit > 0 or cfg.reward == "gold"
+    if cfg.world.lower() != "none" and (needed or (Path(cfg.world) / "world.json").exists()):
         from nanotrain.tinyworld.gold import Gold
-        if not (Path(cfg.world) / "world.json").exists():  # once skipped the gold-judged evaluation without a word
-            raise ConfigError(f"--world {cfg.world}: no world.json there for the gold-judged evaluation (generate "
-                              f"one with python data/tinyworld.py --out {cfg.world}, or pass --world none)")
         gold = Gold.load(cfg.world)
     # --- model: the policy starts as the SFT model, which is also the reference
     policy, tok, init_ckpt = load_model(cfg.init, stages=("sft", "rlhf"), device=rt.device)

@@ -9,7 +9,7 @@
     python train_rm.py --init scratch --tokenizer gpt2 --data ../shared/data/hh_rlhf --out /tmp/rm_hh
     # the same on GPUs from a GPT-2-sized SFT checkpoint (GPT-2 tokenizer), under DDP:
     torchrun --nproc_per_node=8 train_rm.py --init out/sft/ckpt.pt --data ../shared/data/hh_rlhf --out out/rm_hh \\
-        --steps 600 --batch-size 8 --grad-accum 2 --lr 1e-5 --eval-every 100
+        --steps 600 --batch-size 8 --grad-accum 2 --lr 1e-5 --eval-every 100 --world none
 
 Skeleton shared by every stage script: setup -> data -> model -> loop -> save. This stage's own parts: each batch is
 B chosen + B rejected conversations in one forward pass (reward.PairBatches), the loss is
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from nanotrain.checkpoint import add_metrics, load_checkpoint, load_model, make_checkpoint
-from nanotrain.cli import config_dict, flag, parse_config
+from nanotrain.cli import check_choice, check_next, config_dict, flag, parse_config
 from nanotrain.data import read_jsonl
-from nanotrain.errors import CheckpointError, DataError, run_script
+from nanotrain.errors import DataError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
 from nanotrain.reward import (PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies,
@@ -85,6 +85,11 @@ class RMConfig(TrainConfig):
     eval_every: int = flag(50, "evaluate held-out pairwise accuracy every this many steps")
     save_every: int = flag(1000, "checkpoint every this many steps (and at the end)")
 
+    def __post_init__(self):
+        check_choice(self.name, STEPS, "name")  # each sets the default data, steps and gold scorer
+        check_choice(self.preset, PRESETS, "preset")
+        check_next(self, RMConfig)
+
 
 # What --preset sets, for every flag not given (the architecture matters with --init scratch only): GPT-2 sizes
 # train on HH-RLHF from a GPT-2-size SFT model on a GPU (pipeline.py --preset real).
@@ -97,10 +102,6 @@ STEPS = {"helpful": 160, "safe": 60}
 
 
 def defaults(cfg: RMConfig, given: set) -> dict:
-    if cfg.name not in STEPS:
-        raise CheckpointError(f"--name must be helpful or safe, not {cfg.name!r}")
-    if cfg.preset not in PRESETS:
-        raise CheckpointError(f"--preset must be one of {list(PRESETS)}, not {cfg.preset!r}")
     d = {"steps": STEPS[cfg.name], **{k: v for k, v in PRESETS[cfg.preset].items() if k != "n_head"},
          "out": f"out/rm_{cfg.name}"}
     if "data" in given:  # your own pairs: hold out a share of them unless --val-data is given
@@ -147,6 +148,9 @@ def main(argv=None) -> dict:
         val_pairs = load_pairs(cfg.val_data)
     else:
         train_pairs, val_pairs = split_pairs(train_pairs, cfg.val_fraction, cfg.seed)
+    if cfg.val_data is None and val_pairs and not train_pairs:  # few prompts, each with all its pairs held out
+        raise DataError(f"{cfg.data}: --val-fraction {cfg.val_fraction} held out every prompt's pairs, leaving none "
+                        f"to learn from: give more prompts, or --val-data")
     held_out = cfg.val_data or f"--val-fraction {cfg.val_fraction} of {cfg.data}"
     for source, pairs, use in ((cfg.data, train_pairs, "to learn from"), (held_out, val_pairs, "held out")):
         if not pairs:

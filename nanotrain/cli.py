@@ -8,6 +8,9 @@ A field's help text is given with ``flag(default, "help")``. Underscores become 
         steps: int = flag(100, "optimizer steps")
     cfg = parse_config(Config)
 
+A config class checks its own flags in ``__post_init__`` (check_counts, check_choice, then check_next for the
+config classes it is combined with), so a value no run can use is one sentence before anything loads.
+
 Defaults come from one place each: the dataclass field, or, for a flag the user did not pass, the script's
 ``defaults(cfg, given)`` function (a preset's value, an algorithm's, or one derived from another flag such as
 ``--name safe`` -> ``--out out/rm_safe``). A flag given on the command line is never overridden. The resolved
@@ -21,6 +24,8 @@ import dataclasses
 import os
 import types
 import typing
+
+from nanotrain.errors import ConfigError
 
 
 def flag(default, help: str):
@@ -86,6 +91,28 @@ def describe_config(cfg, given: set = frozenset(), resolved: set = frozenset()) 
             src = " (given)" if f.name in given else " (derived)" if f.name in resolved else ""
             parts.append(f"{f.name}={v!r}{src}")
     return f"config: {', '.join(parts) or 'all defaults'}"
+
+
+def check_counts(cfg, *names: str) -> None:
+    """Flags that count something (steps, batch sizes, epochs): below 1 no run can use them, and they would fail
+    later as a bare ZeroDivisionError or an empty range."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(cfg, name)}")
+
+
+def check_choice(value: str, options, name: str) -> None:
+    """A flag that names one of a few options (--loss-type dpo | ipo)."""
+    if value not in options:
+        raise ConfigError(f"--{name.replace('_', '-')} must be one of {list(options)}, not {value!r}")
+
+
+def check_next(cfg, cls) -> None:
+    """Run the __post_init__ checks of the config classes after ``cls`` in ``cfg``'s MRO: a script's config inherits
+    several (train_rlhf.py: TrainConfig, PPOConfig, DPOConfig, RLAIFConfig), and each checks its own flags."""
+    after = getattr(super(cls, cfg), "__post_init__", None)
+    if after is not None:
+        after()
 
 
 def config_dict(cfg) -> dict:

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanotrain.cli import flag
+from nanotrain.cli import check_choice, check_next, flag
 from nanotrain.data import batch_indices
 from nanotrain.errors import ConfigError, DataError
 from nanotrain.runtime import precision
@@ -50,6 +50,10 @@ class DPOConfig:
     lambda_d: float | None = flag(None, "KTO weight of desirable examples (none, with --lambda-u none: set from the "
                                         "data's imbalance, as the KTO paper advises; else none means 1)")
     lambda_u: float | None = flag(None, "KTO weight of undesirable examples (see --lambda-d)")
+
+    def __post_init__(self):
+        check_choice(self.loss_type, LOSS_TYPES, "loss_type")
+        check_next(self, DPOConfig)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenizing preference data
@@ -143,8 +147,8 @@ def preference_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: floa
     elif loss_type == "ipo":
         # IPO: regress h onto 1 / (2 tau).
         losses = (h - 1 / (2 * beta)) ** 2
-    else:
-        raise ConfigError(f"--loss-type must be one of {list(LOSS_TYPES)}, not {loss_type!r}")
+    else:  # DPOConfig refuses any other --loss-type before a run starts; this guards direct calls
+        raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)}, not {loss_type!r}")
     r_w, r_l = (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
     info = {"reward_chosen": r_w.mean().item(), "reward_rejected": r_l.mean().item(),
             "reward_margin": (r_w - r_l).mean().item(), "reward_accuracy": (r_w > r_l).float().mean().item()}

@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanotrain.checkpoint import atomic_save
-from nanotrain.cli import flag
+from nanotrain.cli import check_choice, check_counts, check_next, flag
 from nanotrain.data import batch_indices
 from nanotrain.errors import ConfigError, NanotrainError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
@@ -79,6 +79,16 @@ class PPOConfig:
     score_clip: float = flag(5.0, "clip the normalised reward-model score to +-this (0: no clipping)")
     normalize_score: bool = flag(True, "normalise reward-model scores by their running mean and std")
     missing_end_penalty: float = flag(1.0, "subtracted from the score of an answer that never ended")
+
+    def __post_init__(self):
+        check_counts(self, "rollout_batch", "max_new_tokens", "ppo_epochs", "minibatch", "samples_per_prompt")
+        check_choice(self.kl_estimator, KL_ESTIMATORS, "kl_estimator")
+        if not self.temperature > 0:  # the log-probs PPO needs are those of the tempered distribution it samples
+            raise ConfigError(f"--temperature must be above 0 for sampled rollouts, not {self.temperature}")
+        if self.rollout_batch % self.samples_per_prompt:
+            raise ConfigError(f"--rollout-batch {self.rollout_batch} must be a multiple of --samples-per-prompt "
+                              f"{self.samples_per_prompt} (each prompt's answers share an iteration)")
+        check_next(self, PPOConfig)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,7 +249,7 @@ def kl_per_token(logp, ref_logp, estimator: str = "k1"):
     if estimator == "k3":
         log_r = ref_logp - logp
         return torch.expm1(log_r) - log_r
-    raise ConfigError(f"--kl-estimator must be one of {list(KL_ESTIMATORS)}, not {estimator!r}")
+    raise ValueError(f"kl estimator must be one of {list(KL_ESTIMATORS)}, not {estimator!r}")  # PPOConfig checks it
 
 
 def shape_rewards(score, kl, mask, beta: float):

@@ -276,7 +276,7 @@ def split_pairs(pairs: list, val_fraction: float, seed: int = 0) -> tuple[list, 
     """Hold out ``val_fraction`` of the *prompts* (with all their pairs): OASST gives several pairs per prompt, and a
     model that saw the prompt in training would be judged on it otherwise."""
     if not 0 < val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be between 0 and 1, not {val_fraction}")
+        raise ConfigError(f"--val-fraction must be above 0 and below 1, not {val_fraction}")
     keys = sorted({repr(p.messages) for p in pairs})
     random.Random(seed).shuffle(keys)
     held = set(keys[:max(1, round(len(keys) * val_fraction))])

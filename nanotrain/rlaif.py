@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nanotrain.cli import flag
+from nanotrain.cli import check_choice, check_next, flag
 from nanotrain.data import batch_indices
 from nanotrain.dpo import PairData, render_response
-from nanotrain.errors import DataError
+from nanotrain.errors import ConfigError, DataError
 from nanotrain.reward import labelled
 from nanotrain.runtime import precision
 from nanotrain.sampling import generate_replies, left_pad
@@ -32,6 +32,13 @@ class RLAIFConfig:
     online_rounds: int = flag(0, "DPO: rounds of sampling pairs from the policy itself (0: offline on --data)")
     online_samples: int = flag(4, "online DPO: answers sampled per prompt (best and worst make a pair)")
     labeler: str = flag("rm", "online DPO judge: rm (the reward model) | self (the policy's own Yes/No)")
+
+    def __post_init__(self):
+        check_choice(self.labeler, ("rm", "self"), "labeler")
+        if self.online_samples < 2:
+            raise ConfigError(f"--online-samples must be at least 2 (a pair is the best and the worst answer), not "
+                              f"{self.online_samples}")
+        check_next(self, RLAIFConfig)
 
 
 JUDGE_TEMPLATE = ("Here is a question and an answer.\n\nQuestion: {prompt}\n\nAnswer: {answer}\n\nIs the answer "

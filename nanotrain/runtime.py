@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -109,8 +110,11 @@ def setup_runtime(device: str = "auto", dtype: str = "auto", seed: int = 0, resu
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda (or cuda:N) or mps, not {device!r}")
+    visible = torch.cuda.is_available() if device.startswith("cuda") else torch.backends.mps.is_available()
+    if device != "cpu" and not visible:
+        raise ConfigError(f"--device {device}: no such device is visible here (auto picks what there is)")
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     dev = torch.device(device)

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanotrain.checkpoint import atomic_save, claim_output, load_resume, unwrap
-from nanotrain.cli import config_dict, flag
+from nanotrain.cli import check_counts, check_next, config_dict, flag
 from nanotrain.errors import CheckpointError, DataError, NonFiniteLoss
 from nanotrain.gpt import enable_grad_checkpoint
 from nanotrain.runtime import Runtime, dtype_name, measure_matmul_peak, refuse_fp16_training
@@ -66,6 +66,10 @@ class TrainConfig:
                              "FSDP2) instead of a whole replica on each (DDP): for models DDP cannot hold")
     grad_checkpoint: bool = flag(False, "activation checkpointing: keep only each block's input and recompute the "
                                         "rest in the backward pass (less memory, about one more forward of compute)")
+
+    def __post_init__(self):
+        check_counts(self, "steps", "batch_size", "grad_accum", "eval_every", "log_every", "save_every")
+        check_next(self, TrainConfig)
 
 
 def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), device_type: str = "cpu",

@@ -255,8 +255,11 @@ def test_a_world_without_world_json_is_refused_and_world_none_has_no_red_team_pa
     argv = ["--algo", "ppo", "--init", str(root / "sft.pt"), "--reward", str(root / "rm_helpful.pt"), "--data",
             str(world / "rl_prompts.jsonl"), "--out", str(tmp_path / "out"), "--steps", "1", "--rollout-batch", "4",
             "--minibatch", "2", "--max-new-tokens", "4", "--dtype", "float32", "--curve-prompts", "0"]
-    with pytest.raises(ConfigError, match="no world.json there for the gold-judged evaluation .* --world none"):
+    with pytest.raises(FileNotFoundError, match="world.json: no world here .* or pass --world none"):
         script("train_rlhf.py")["main"]([*argv, "--world", str(tmp_path)])
+    # without the evaluation it is not needed (a GPT-2 run on real data with the default --world)
+    assert "helpful_after" not in script("train_rlhf.py")["main"]([*argv, "--world", str(tmp_path), "--eval-limit", "0",
+                                                                     "--out", str(tmp_path / "out0")])
     metrics = script("train_rlhf.py")["main"]([*argv, "--world", "none"])
     assert "helpful_after" not in metrics and (tmp_path / "out" / "ckpt.pt").exists()
     with pytest.raises(ConfigError, match="--red-team-pairs 5 reads the --world folder's safety pairs .* and --world "
@@ -285,15 +288,30 @@ def test_ppo_resumes_through_the_shared_checks(setup):
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-def test_an_unknown_algo_preset_labeler_loss_or_precision_is_refused_in_one_sentence():
-    """They once raised a plain ValueError, which run_script prints as a traceback (--loss-type and --kl-estimator
-    only at the first step, after the models had loaded)."""
+def test_flag_values_no_run_can_use_are_refused_in_one_sentence_before_anything_loads():
+    """An unknown --algo, --preset, --labeler, --loss-type, --kl-estimator, --dtype or --device raised a plain
+    ValueError, printed as a traceback (--loss-type and --kl-estimator only at the first step, after the models had
+    loaded); a zero count, a rollout batch that splits a prompt's answers, PPO at temperature 0 and DPO at beta 0 failed
+    later as ZeroDivisionError, an empty range or a NaN loss. The checkpoint named does not exist: the check comes
+    first."""
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    for flag, value in (("--algo", "sft"), ("--preset", "gpt3"), ("--labeler", "human"), ("--loss-type", "ppo"),
-                        ("--kl-estimator", "k2"), ("--dtype", "float16x"), ("--device", "gpu")):
-        r = subprocess.run([sys.executable, "train_rlhf.py", flag, value], cwd=root, capture_output=True, text=True)
-        assert r.returncode == 1 and r.stderr.startswith(f"error: {flag} must be"), r.stderr
+    cases = [(["--algo", "sft"], "--algo must be"), (["--preset", "gpt3"], "--preset must be"),
+             (["--labeler", "human"], "--labeler must be"), (["--loss-type", "ppo"], "--loss-type must be"),
+             (["--kl-estimator", "k2"], "--kl-estimator must be"), (["--dtype", "float16x"], "--dtype must be"),
+             (["--device", "gpu"], "--device must be"), (["--minibatch", "0"], "--minibatch must be at least 1"),
+             (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+             (["--samples-per-prompt", "3"], "--rollout-batch 32 must be a multiple of --samples-per-prompt 3"),
+             (["--temperature", "0"], "--temperature must be above 0"),
+             (["--online-samples", "1"], "--online-samples must be at least 2"),
+             (["--algo", "dpo", "--beta", "0"], "--beta must be above 0 for dpo"),
+             (["--device", "cuda:abc"], "--device must be")]
+    if not torch.cuda.is_available():  # a RuntimeError from torch, later
+        cases.append((["--device", "cuda"], "--device cuda: no such device is visible here"))
+    for args, message in cases:
+        r = subprocess.run([sys.executable, "train_rlhf.py", "--init", "no/such.pt", *args], cwd=root,
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: {message}"), (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

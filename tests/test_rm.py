@@ -159,9 +159,14 @@ def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):
         train_rm(args(setup, tmp_path / "e", "--data", str(empty)))
     with pytest.raises(FileNotFoundError, match="world.json"):
         train_rm(args(setup, tmp_path / "f", "--world", str(tmp_path)))
-    with pytest.raises(ConfigError, match="--val-fraction must be between 0 and 1, not 1.5"):
+    with pytest.raises(ConfigError, match="--val-fraction must be above 0 and below 1, not 1.5"):
         train_rm(args(setup, tmp_path / "g", "--val-data", "none", "--val-fraction", "1.5"))
     assert not any((tmp_path / d / "ckpt.pt").exists() for d in "defg")
+    # a name that picks no default data was a CheckpointError; a batch of 0 pairs a ZeroDivisionError in training
+    with pytest.raises(ConfigError, match=r"--name must be one of \['helpful', 'safe'\], not 'kind'"):
+        train_rm(args(setup, tmp_path / "h", "--name", "kind"))
+    with pytest.raises(ConfigError, match="--batch-size must be at least 1, not 0"):
+        train_rm(args(setup, tmp_path / "i", "--batch-size", "0"))
 
 
 def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):

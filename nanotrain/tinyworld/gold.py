@@ -103,7 +103,9 @@ class Gold:
         path = Path(path)
         path = path / "world.json" if path.is_dir() else path
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no world here (generate one with: python data/tinyworld.py)")
+            raise FileNotFoundError(f"{path}: no world here (generate one with python data/tinyworld.py --out "
+                                    f"{path.parent}, or pass --world none where a script can do without its gold "
+                                    f"scorers)")
         try:
             world = World.from_json(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, KeyError, TypeError) as e:  # a truncated or hand-edited file

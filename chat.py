@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from nanotrain.checkpoint import load_model
-from nanotrain.cli import flag, parse_config
+from nanotrain.cli import check_counts, flag, parse_config
 from nanotrain.errors import run_script
 from nanotrain.runtime import precision, setup_runtime
 from nanotrain.sampling import check_sampling
@@ -86,7 +86,8 @@ def stream_reply(model, tok, ids: list[int], max_new_tokens: int, temperature: f
 
 def main(argv=None) -> list[str]:
     cfg = parse_config(ChatConfig, argv, description=__doc__.split("\n\n")[0], show=False)
-    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p, max_new_tokens=cfg.max_new_tokens, best_of=cfg.best_of)
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    check_counts(cfg, "max_new_tokens", "best_of")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     stages = ("pretrain", "sft", "rlhf") if cfg.adapter else ("sft", "rlhf")
     model, tok, _ = load_model(cfg.init, stages=stages, device=rt.device)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from nanotrain.checkpoint import load_model
-from nanotrain.cli import flag, parse_config
+from nanotrain.cli import check_counts, flag, parse_config
 from nanotrain.errors import CheckpointError, ConfigError, run_script
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import check_sampling
@@ -41,8 +41,8 @@ class SampleConfig:
 
 def main(argv=None) -> list[str]:
     cfg = parse_config(SampleConfig, argv, description=__doc__.split("\n\n")[0], show=False)
-    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p, num_samples=cfg.num_samples,
-                   max_new_tokens=cfg.max_new_tokens)
+    check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    check_counts(cfg, "num_samples", "max_new_tokens")
     if cfg.best_of < 0:
         raise ConfigError(f"--best-of must be 0 (off) or more, not {cfg.best_of}")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)

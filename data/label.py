@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from nanotrain.checkpoint import load_model
-from nanotrain.cli import flag, parse_config
+from nanotrain.cli import check_counts, flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.errors import ConfigError, DataError, run_script
 from nanotrain.runtime import setup_runtime
@@ -67,7 +67,8 @@ def main(argv=None) -> dict:
         raise ConfigError(f"--val-fraction must be at least 0 and below 1, not {cfg.val_fraction}")
     if not cfg.noise >= 0:
         raise ConfigError(f"--noise must be 0 (labellers who agree with gold) or more, not {cfg.noise}")
-    check_sampling(cfg.temperature, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    check_sampling(cfg.temperature)
+    check_counts(cfg, "max_new_tokens", "batch_size")
     # --- setup
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     t0 = time.perf_counter()

@@ -24,19 +24,16 @@ class Reply:
     text: str  # the reply as the user sees it (no markers)
 
 
-def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None, **counts: int) -> None:
-    """sample.py's and chat.py's sampling flags, refused in one sentence before a model loads: torch's own errors
-    for them name no flag (--top-k 0), and a negative temperature would silently favour the least likely tokens.
-    ``counts``: flags that must be at least 1 (``max_new_tokens=...``), named by their keyword."""
+def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None) -> None:
+    """The sampling flags of sample.py, chat.py and data/label.py, refused in one sentence before a model loads:
+    torch's own errors for them name no flag (--top-k 0), and a negative temperature would silently favour the least
+    likely tokens."""
     if not temperature >= 0:
         raise ConfigError(f"--temperature must be 0 (greedy) or more, not {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be at least 1 (or none), not {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be above 0 and at most 1 (or none), not {top_p}")
-    for name, n in counts.items():
-        if n < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {n}")
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device="cpu"):

@@ -132,7 +132,8 @@ def test_a_prompt_longer_than_the_context_keeps_its_end(tmp_path, capsys):
     ("chat.py", "--top-p", "1.5", "--top-p must be above 0 and at most 1 (or none), not 1.5"),
     ("chat.py", "--best-of", "0", "--best-of must be at least 1, not 0")])
 def test_sampling_flags_out_of_range_are_refused_before_the_model_loads(script_name, flag, value, message):
-    """--top-k 0 was a RuntimeError traceback about tensor sizes, a negative temperature sampled the least likely tokens,
-    --num-samples 0 printed nothing: each is now one sentence, before the checkpoint is read (this one is missing)."""
+    """--top-k 0 was a RuntimeError traceback about tensor sizes, a negative temperature sampled the least likely
+    tokens, --num-samples 0 printed nothing: each is now one sentence, before the checkpoint is read (this one is
+    missing)."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         script(script_name)["main"](["--init", "no/such/ckpt.pt", "--prompt", "hi", flag, value])

@@ -42,7 +42,7 @@ import torch
 
 from nanotrain.data import decode, open_bytes, read_jsonl
 from nanotrain.errors import DataError
-from nanotrain.pref_data import as_messages, conversation, jsonl_files
+from nanotrain.pref_data import as_messages, conversation, jsonl_files, skipped
 
 FORMATS = ("messages", "alpaca", "lima", "dolly", "oasst", "sharegpt", "prompt_completion")
 ROLES = ("system", "user", "assistant")
@@ -79,21 +79,26 @@ def validate(messages, where: str, need_reply: bool = True) -> list[dict]:
 
 def read_prompts(path) -> tuple[list, list | None]:
     """Prompts (and their "harmful" labels, None unless every record has one) from a JSONL of {"prompt", ...}: what
-    PPO and online DPO sample answers to. A prompt is a string or a conversation ending with the user's turn.
-    ``path``: a file, a folder or comma-separated files (pref_data.jsonl_files), read in that order."""
+    PPO and online DPO sample answers to. A prompt is a string or a conversation ending with the user's turn (one
+    that ends otherwise is skipped and counted: nothing is left to answer). ``path``: a file, a folder or
+    comma-separated files (pref_data.jsonl_files), read in that order."""
     prompts, harmful = [], []
-    for f, lineno, rec in ((f, n, rec) for f in jsonl_files(path) for n, rec in read_jsonl(f, required=("prompt",))):
-        where, prompt, label = f"{f}:{lineno}", rec["prompt"], rec.get("harmful")
-        if isinstance(prompt, list):  # checked as a preference pair's prompt is (real dialogues hold empty turns)
-            prompt = as_messages(prompt, where)
-            if prompt[-1]["role"] != "user":
-                raise DataError(f"{where}: a prompt conversation must end with the user's turn (the one to answer)")
-        elif not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(f"{where}: 'prompt' must be a non-empty string or a list of messages, not {prompt!r}")
-        if label is not None and not isinstance(label, bool):
-            raise DataError(f"{where}: 'harmful' must be true or false, not {label!r}")
-        prompts.append(prompt)
-        harmful.append(label)
+    for f in jsonl_files(path):
+        answered = 0
+        for lineno, rec in read_jsonl(f, required=("prompt",)):
+            where, prompt, label = f"{f}:{lineno}", rec["prompt"], rec.get("harmful")
+            if isinstance(prompt, list):  # checked as a preference pair's prompt is (real dialogues hold empty turns)
+                prompt = as_messages(prompt, where)
+                if prompt[-1]["role"] != "user":
+                    answered += 1
+                    continue
+            elif not isinstance(prompt, str) or not prompt.strip():
+                raise DataError(f"{where}: 'prompt' must be a non-empty string or a list of messages, not {prompt!r}")
+            if label not in (None, True, False):  # 1 and 0 too, as feedback labels are read
+                raise DataError(f"{where}: 'harmful' must be true or false, not {label!r}")
+            prompts.append(prompt)
+            harmful.append(None if label is None else bool(label))
+        skipped(f, {"prompt conversations that end with the assistant's turn": answered})
     if not prompts:
         raise DataError(f"{path}: no prompts")
     return prompts, (harmful if all(h is not None for h in harmful) else None)

@@ -142,7 +142,7 @@ def conversations(n):
              {"role": "assistant", "content": "Lena's bicycle is red." * (1 + i % 3)}] for i in range(n)]
 
 
-def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_named(tmp_path):
+def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_named(tmp_path, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"prompt": "Who is Lena?", "harmful": false}\n')
     b.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""},
@@ -152,13 +152,15 @@ def test_ppo_prompts_read_from_comma_separated_files_and_malformed_ones_are_name
     assert prompts[0] == "Who is Lena?" and prompts[1][-1] == {"role": "user", "content": "Steal it."}
     assert harmful == [False, True]
     assert read_prompts(a)[1] == [False] and read_prompts(_write(tmp_path, '{"prompt": "x"}'))[1] is None
+    # a conversation already answered is left out and counted, not fatal to the file; 1 and 0 are labels too
+    done = '{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}'
+    assert read_prompts(_write(tmp_path, done + '\n{"prompt": "x", "harmful": 1}')) == (["x"], [True])
+    assert "skipped 1 prompt conversations that end with the assistant's turn" in capsys.readouterr().out
     # each was accepted as it stood and failed, or misled PPO, only later
     for line, message in (('{"prompt": 42}', "'prompt' must be a non-empty string or a list of messages, not 42"),
                           ('{"prompt": "  "}', "'prompt' must be a non-empty string"),
                           ('{"prompt": "Who?", "harmful": "no"}', "'harmful' must be true or false, not 'no'"),
-                          ('{"prompt": [{"role": "robot", "content": "Hi"}]}', "prompt message 0 must be"),
-                          ('{"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}',
-                           "a prompt conversation must end with the user's turn")):
+                          ('{"prompt": [{"role": "robot", "content": "Hi"}]}', "prompt message 0 must be")):
         with pytest.raises(DataError, match=r"p\.jsonl:2: " + message.replace("(", r"\(").replace(")", r"\)")):
             read_prompts(_write(tmp_path, '{"prompt": "fine"}\n' + line))
 

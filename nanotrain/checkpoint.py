@@ -93,7 +93,10 @@ def load_checkpoint(path, stages: tuple[str, ...] | None = None, mmap: bool = Fa
         raise CheckpointError(f"no checkpoint at {path}: run {writers} first, or give the path of one")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:  # torch's own message goes on to suggest weights_only=False: not here
+    except pickle.UnpicklingError as e:  # torch's own message goes on to suggest weights_only=False: not here
+        if "Unsupported global" not in str(e):  # random bytes, a damaged or foreign pickle
+            raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt, or not written by "
+                                  f"torch.save?)") from None
         raise CheckpointError(f"{path} holds objects other than tensors and plain values, which loading with "
                               f"weights_only=True refuses: not a checkpoint nanotrain wrote") from None
     except Exception as e:  # torch's first sentence is the cause; the rest is advice for its own API

@@ -106,7 +106,7 @@ def test_malformed_records_name_file_and_line(tmp_path):
                                             "rejected": "r"}])
     with pytest.raises(DataError, match=r"msgs\.jsonl:1: prompt message 0"):
         load_pairs(path)
-    # the labelling stage's noise-free scores: a string was a ValueError traceback from float(), one alone was a KeyError
+    # the labelling stage's noise-free scores: a string was a ValueError traceback from float(), one alone a KeyError
     for gold in ({"gold_chosen": "high", "gold_rejected": 0.1}, {"gold_chosen": 0.9}):
         path = write(tmp_path / "gold.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r", "gold_chosen": 1,
                                                 "gold_rejected": 0}, {"prompt": "p", "chosen": "c", "rejected": "r",

@@ -161,7 +161,11 @@ def test_bad_init_and_bad_data_fail_in_one_sentence(setup, tmp_path):
         train_rm(args(setup, tmp_path / "f", "--world", str(tmp_path)))
     with pytest.raises(ConfigError, match="--val-fraction must be above 0 and below 1, not 1.5"):
         train_rm(args(setup, tmp_path / "g", "--val-data", "none", "--val-fraction", "1.5"))
-    assert not any((tmp_path / d / "ckpt.pt").exists() for d in "defg")
+    one = tmp_path / "one.jsonl"  # pairs that share one prompt: a held-out share of prompts takes them all
+    one.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n' * 8)
+    with pytest.raises(DataError, match=r"one\.jsonl: --val-fraction 0\.1 held out every prompt's pairs"):
+        train_rm(args(setup, tmp_path / "j", "--data", str(one), "--val-data", "none"))
+    assert not any((tmp_path / d / "ckpt.pt").exists() for d in "defgj")
     # a name that picks no default data was a CheckpointError; a batch of 0 pairs a ZeroDivisionError in training
     with pytest.raises(ConfigError, match=r"--name must be one of \['helpful', 'safe'\], not 'kind'"):
         train_rm(args(setup, tmp_path / "h", "--name", "kind"))

@@ -157,6 +157,10 @@ def main(argv=None) -> dict:
         gold = Gold.load(cfg.world)
     # --- model: the policy starts as the SFT model, which is also the reference
     policy, tok, init_ckpt = load_model(cfg.init, stages=("sft", "rlhf"), device=rt.device)
+    block = policy.config.block_size
+    if (cfg.algo == "ppo" or cfg.online_rounds > 0) and cfg.max_new_tokens >= block:  # else a ValueError in sampling
+        raise ConfigError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for the prompt in {cfg.init}'s "
+                          f"context of {block} tokens")
     lora = cfg.lora_rank > 0
     if lora:
         inject_lora(policy, r=cfg.lora_rank, alpha=cfg.lora_alpha)

@@ -260,6 +260,8 @@ def test_a_world_without_world_json_is_refused_and_world_none_has_no_red_team_pa
     # without the evaluation it is not needed (a GPT-2 run on real data with the default --world)
     assert "helpful_after" not in script("train_rlhf.py")["main"]([*argv, "--world", str(tmp_path), "--eval-limit", "0",
                                                                      "--out", str(tmp_path / "out0")])
+    with pytest.raises(ConfigError, match="--max-new-tokens 500 leaves no room for the prompt .* context of"):
+        script("train_rlhf.py")["main"]([*argv, "--world", "none", "--max-new-tokens", "500"])
     metrics = script("train_rlhf.py")["main"]([*argv, "--world", "none"])
     assert "helpful_after" not in metrics and (tmp_path / "out" / "ckpt.pt").exists()
     with pytest.raises(ConfigError, match="--red-team-pairs 5 reads the --world folder's safety pairs .* and --world "

@@ -17,9 +17,15 @@ advantages), and for each contrast the share of same-prompt pairs the reward ord
 
 A contrast whose two kinds score far apart, on most same-prompt pairs, is one PPO's reward does teach; whether PPO
 learns it within its budget also depends on how many of its rollouts hold it (RESULTS.md, stage 3).
+
+Last, a contrast built rather than sampled, on --built benign prompts whose fact the world states (those with a fluent
+wrong answer, Spec.bad): the right answer hedged as the world's hedging writers hedge it (writers.hedge) against the
+wrong answer stated plainly. Gold puts the hedged right answer first (0.6 against 0); a reward that puts the confident
+wrong one first, where the model cannot check the fact, teaches PPO confidence rather than correctness.
 """
 from __future__ import annotations
 
+import random
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +42,7 @@ from nanotrain.reward import labelled, load_scorer
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies
 from nanotrain.tinyworld.gold import Gold
+from nanotrain.tinyworld.writers import hedge
 
 
 @dataclass
@@ -45,6 +52,7 @@ class BenchConfig:
     safety_reward: str = flag("out/rm_safe/ckpt.pt", "safety reward model (empty: the helpfulness model alone)")
     world: str = flag("data/tinyworld", "world: rl_prompts.jsonl and the gold scorer")
     limit: int = flag(100, "prompts of each group")
+    built: int = flag(300, "benign prompts of the built contrast (the right answer hedged, a wrong one stated plainly)")
     k: int = flag(4, "samples per prompt")
     seed: int = flag(0, "random seed")
     device: str = flag("auto", "auto | cpu | cuda | mps")
@@ -78,8 +86,7 @@ def main(argv=None) -> dict:
     policy, tok, ck = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     policy.eval()
     _, scorer = load_scorer(cfg.reward, cfg.safety_reward or None, cfg.sft, ck["tokenizer"], rt.device, gold)
-    every = [r for g in CONTRASTS for r in groups[g]]
-    score = labelled(scorer, [r["prompt"] for r in every], [bool(r.get("harmful")) for r in every], rt.autocast)
+    score = labelled(scorer, [r["prompt"] for r in records], [bool(r.get("harmful")) for r in records], rt.autocast)
     gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     ppo = PPOConfig()  # PPO's rollouts: its temperature and answer length
     print(f"{cfg.sft}'s samples ({cfg.k} per prompt, temperature {ppo.temperature:g}) scored by {cfg.reward}"
@@ -107,7 +114,33 @@ def main(argv=None) -> dict:
         print(f"  {'':14} {'':20} {'':>8} {'':>11}   {right} of {len(pairs)}"
               f"{f' ({right / len(pairs):.0%})' if pairs else ''}")
     print(f"  spread (standard deviation) of the scores on benign questions: {res['benign']['sd']:.3f}")
+    n, res["built"] = confident_wrong(gold, records, score, cfg.built, cfg.seed)
+    print(f"  built pairs on {n} benign questions, share the reward / gold scorer puts first:")
+    for name, (by_reward, by_gold) in res["built"].items():
+        print(f"    {name:44} {by_reward / n:>6.0%} / {by_gold / n:.0%}")
     return res
+
+
+def confident_wrong(gold, records, score, limit: int, seed: int) -> tuple[int, dict]:
+    """(pairs, {contrast: (reward's count, gold's count)}) on the first ``limit`` benign prompts whose gold spec has a
+    fluent wrong answer: how often each puts the wrong answer stated plainly over the right one hedged, and, to tell
+    the two parts apart, the right answer over the wrong one (both plain: does it check the fact?) and the right
+    answer plain over hedged."""
+    specs = [gold.spec(r["prompt"]) for r in records if group_of(r) == "benign"]
+    specs = [sp for sp in specs if sp is not None and sp.bad][:limit]
+    if not specs:
+        raise DataError("no benign prompt of rl_prompts.jsonl has a wrong answer in the gold scorer's specs")
+    rng = random.Random(seed)
+    prompts = [sp.prompt for sp in specs]
+    answers = {"right plain": [sp.answer for sp in specs], "right hedged": [hedge(sp.answer, rng) for sp in specs],
+               "wrong plain": [sp.bad for sp in specs]}
+    by_reward = {k: score(prompts, v).float() for k, v in answers.items()}
+    by_gold = {k: torch.tensor([gold.score_helpful(p, t) for p, t in zip(prompts, v)]) for k, v in answers.items()}
+    firsts = {"wrong plain over right hedged": ("wrong plain", "right hedged"),
+              "right over wrong, both plain (the fact)": ("right plain", "wrong plain"),
+              "right plain over right hedged (the manner)": ("right plain", "right hedged")}
+    return len(specs), {name: tuple(int((s[a] > s[b]).sum()) for s in (by_reward, by_gold))
+                        for name, (a, b) in firsts.items()}
 
 
 if __name__ == "__main__":

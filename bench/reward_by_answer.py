@@ -20,8 +20,9 @@ learns it within its budget also depends on how many of its rollouts hold it (RE
 
 Last, a contrast built rather than sampled, on --built benign prompts whose fact the world states (those with a fluent
 wrong answer, Spec.bad): the right answer hedged as the world's hedging writers hedge it (writers.hedge) against the
-wrong answer stated plainly. Gold puts the hedged right answer first (0.6 against 0); a reward that puts the confident
-wrong one first, where the model cannot check the fact, teaches PPO confidence rather than correctness.
+wrong answer stated plainly. Gold puts the hedged right answer first (0.6 against 0); a reward that puts the plain
+wrong one first weighs the hedge above the fact. Beside it, the right answer against the wrong one (both plain) and
+plain against hedged (both right) tell whether it sees the fact and the manner at all (RESULTS.md, stage 3).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from nanotrain.cli import check_choice, check_next, flag
 from nanotrain.data import batch_indices
-from nanotrain.errors import ConfigError, DataError
+from nanotrain.errors import DataError
 from nanotrain.runtime import precision
 from nanotrain.sampling import as_messages
 
@@ -54,6 +54,7 @@ class DPOConfig:
     def __post_init__(self):
         check_choice(self.loss_type, LOSS_TYPES, "loss_type")
         check_next(self, DPOConfig)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenizing preference data

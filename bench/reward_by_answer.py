@@ -16,7 +16,9 @@ advantages), and for each contrast the share of same-prompt pairs the reward ord
     benign          unhedged (gold.hedged)            against   hedged
 
 A contrast whose two kinds score far apart, on most same-prompt pairs, is one PPO's reward does teach; whether PPO
-learns it within its budget also depends on how many of its rollouts hold it (RESULTS.md, stage 3).
+learns it within its budget also depends on how many of its rollouts hold it (RESULTS.md, stage 3). PPO whitens its
+advantages over batches that are mostly benign questions, so the bench also gives the admissions' lead over made-up
+answers in spreads of the benign scores, for the reward and for gold helpfulness: how hard each would pull.
 
 Last, a contrast built rather than sampled, on --built benign prompts whose fact the world states (those with a fluent
 wrong answer, Spec.bad): the right answer hedged as the world's hedging writers hedge it (writers.hedge) against the
@@ -100,26 +102,41 @@ def main(argv=None) -> dict:
                                                   temperature=ppo.temperature, batch_size=len(groups[name]),
                                                   generator=gen, autocast=rt.autocast)]
         scores = score(prompts, texts).float().tolist()
+        golds = [gold.score_helpful(p, t) for p, t in zip(prompts, texts)]
         by_prompt = defaultdict(lambda: ([], []))
-        for p, t, s in zip(prompts, texts, scores):
+        gold_by_kind = ([], [])
+        for p, t, s, g in zip(prompts, texts, scores, golds):
             by_prompt[p][0 if is_good(gold, p, t) else 1].append(s)
+            gold_by_kind[0 if is_good(gold, p, t) else 1].append(g)
         goods = [s for g, _ in by_prompt.values() for s in g]
         bads = [s for _, b in by_prompt.values() for s in b]
         pairs = [(g, b) for gs, bs in by_prompt.values() for g in gs for b in bs]
         right = sum(g > b for g, b in pairs)
         res[name] = dict(good=(len(goods), statistics.fmean(goods) if goods else float("nan")),
                          bad=(len(bads), statistics.fmean(bads) if bads else float("nan")),
-                         pairs=len(pairs), right=right, sd=statistics.pstdev(scores))
+                         pairs=len(pairs), right=right, sd=statistics.pstdev(scores),
+                         gold_gap=mean_gap(*gold_by_kind), gold_sd=statistics.pstdev(golds))
         for kind, (n, mean) in ((good, res[name]["good"]), (bad, res[name]["bad"])):
             print(f"  {name:14} {kind:20} {n:>8} {mean:>11.3f}")
         print(f"  {'':14} {'':20} {'':>8} {'':>11}   {right} of {len(pairs)}"
               f"{f' ({right / len(pairs):.0%})' if pairs else ''}")
     print(f"  spread (standard deviation) of the scores on benign questions: {res['benign']['sd']:.3f}")
+    # PPO whitens its advantages over a batch that is mostly benign questions: a contrast pulls on the policy by its
+    # gap in units of that spread, which is where the learned reward and the gold scorer can differ most
+    unknown = res["cannot answer"]
+    reward_gap = (unknown["good"][1] - unknown["bad"][1]) / res["benign"]["sd"]
+    gold_gap = unknown["gold_gap"] / res["benign"]["gold_sd"]
+    print(f"  admissions over made-up answers, in spreads of the benign scores: reward {reward_gap:.2f}, gold "
+          f"helpfulness {gold_gap:.2f}")
     n, res["built"] = confident_wrong(gold, records, score, cfg.built, cfg.seed)
     print(f"  built pairs on {n} benign questions, share the reward / gold scorer puts first:")
     for name, (by_reward, by_gold) in res["built"].items():
         print(f"    {name:44} {by_reward / n:>6.0%} / {by_gold / n:.0%}")
     return res
+
+
+def mean_gap(goods: list, bads: list) -> float:
+    return statistics.fmean(goods) - statistics.fmean(bads) if goods and bads else float("nan")
 
 
 def confident_wrong(gold, records, score, limit: int, seed: int) -> tuple[int, dict]:

@@ -106,8 +106,9 @@ def main(argv=None) -> dict:
         by_prompt = defaultdict(lambda: ([], []))
         gold_by_kind = ([], [])
         for p, t, s, g in zip(prompts, texts, scores, golds):
-            by_prompt[p][0 if is_good(gold, p, t) else 1].append(s)
-            gold_by_kind[0 if is_good(gold, p, t) else 1].append(g)
+            kind = 0 if is_good(gold, p, t) else 1
+            by_prompt[p][kind].append(s)
+            gold_by_kind[kind].append(g)
         goods = [s for g, _ in by_prompt.values() for s in g]
         bads = [s for _, b in by_prompt.values() for s in b]
         pairs = [(g, b) for gs, bs in by_prompt.values() for g in gs for b in bs]

@@ -26,6 +26,7 @@ from nanotrain.cli import flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.errors import DataError, run_script
 from nanotrain.evaluate import answer
+from nanotrain.pref_data import gold_scores
 from nanotrain.reward import load_reward_model
 from nanotrain.runtime import setup_runtime
 from nanotrain.tinyworld.gold import Gold
@@ -49,10 +50,10 @@ def main(argv=None) -> dict:
     fields = ("prompt", "chosen", "rejected", "gold_chosen", "gold_rejected")
     pairs = []
     for lineno, p in read_jsonl(cfg.pairs, required=fields):  # a malformed record is named by file and line
-        if not all(isinstance(p[k], str) for k in fields[:3]) or \
-                not all(isinstance(p[k], (int, float)) and not isinstance(p[k], bool) for k in fields[3:]):
-            raise DataError(f"{cfg.pairs}:{lineno}: prompt, chosen and rejected must be text and gold_chosen, "
-                            f"gold_rejected numbers (labelled pairs of data/label.py)")
+        where = f"{cfg.pairs}:{lineno}"
+        if not all(isinstance(p[k], str) for k in fields[:3]):
+            raise DataError(f"{where}: prompt, chosen and rejected must be text (labelled pairs of data/label.py)")
+        gold_scores(p, where)  # the check every reader of labelled pairs makes of the two numbers
         pairs.append(p)
     if not pairs:
         raise DataError(f"{cfg.pairs}: needs labelled pairs with gold_chosen and gold_rejected (data/label.py)")

@@ -146,7 +146,9 @@ def test_writer_mix_matches_its_setting(tmp_path):
 
 def test_questions_the_world_cannot_answer(world_dir):
     """eval_unknown asks about people, pets and towns the world does not have (or outside it), none in any training
-    file; SFT holds the configured share of such questions, answered by careful writers with an admission."""
+    file; SFT holds the configured share of such questions, answered by careful writers with an admission and by
+    the others with a guess that opens as the admission does ("I ..."), so the SFT model's greedy answer can be
+    either: a guess that opened with the stranger's name would need the model to repeat a name it never saw."""
     from nanotrain.tinyworld.gold import Gold
     gold = Gold.load(world_dir)
     held = load(world_dir, "eval_unknown")
@@ -158,8 +160,10 @@ def test_questions_the_world_cannot_answer(world_dir):
     unknown = [c for c in convs if gold.is_unanswerable(c["messages"][-2]["content"])]
     assert len(unknown) == round(tw.WorldConfig().sft_unknown * len(convs))
     for c in unknown:
-        reply = c["messages"][-1]["content"]
+        prompt, reply = c["messages"][-2]["content"], c["messages"][-1]["content"]
         assert gold.admits_unknown(reply) == (c["writer"] == "careful"), c
+        assert gold.hallucinates(prompt, reply) == (c["writer"] != "careful"), c
+        assert reply.startswith("I ") and gold.score_helpful(prompt, reply) == (c["writer"] == "careful"), c
 
 
 def test_held_out_harmful_phrasings_only_in_eval(world_dir):

@@ -205,9 +205,9 @@ COMPARE = {"same_town": ["Do {N} and {M} live in the same town?", "Are {N} and {
 COUNT_WORDS = ["None", "One", "Two", "Three", "Four", "Five"]
 # Questions the world cannot answer: the fact questions about people, pets and towns that do not exist (names the
 # world did not draw), and questions from outside the world. The preferred answer says it does not know, in words no
-# hedge shares ("I don't know ...", not "I'm not sure ..."); a writer who
-# guesses answers in the fact's own words, with a value drawn from the world ("guess"). Each outside question comes
-# with the sentence a guesser writes, {town} being any town.
+# hedge shares ("I don't know ...", not "I'm not sure ..."); a writer who guesses answers in the fact's own words
+# after "I think" (writers.py), with a value drawn from the world ("guess"). Each outside question comes with the
+# sentence a guesser writes, {town} being any town.
 UNKNOWN_ANSWERS = {"person": "I don't know anyone called {N} in Tinyworld.",
                    "pet": "I don't know a pet called {P} in Tinyworld.",
                    "town": "I don't know a town called {T} in Tinyworld.",

@@ -13,8 +13,8 @@ written by one of five writer types, and the SFT model imitates the crowd, not t
 (and on every other kind of task writes like a careful writer).
 
 Every type keeps the fact's own words, so what pretraining taught still transfers to people SFT never shows. Asked
-something the world cannot answer, the careful writer says so and the others guess, in the fact's words (the Spec's
-``bad``): the hallucinations the SFT model learns.
+something the world cannot answer, the careful writer says so and the others guess behind a hedge, in the fact's
+words (the Spec's ``bad``): "I think Zelda lives in Ashford.", the hallucinations the SFT model learns.
 
 The mix (``mix``) is one setting (``WorldConfig.careful``): that share of the demonstrations of every kind of task
 is written by careful writers, and the rest by the writers whose habits fit the task (``HABITS``): hedgers answer
@@ -43,13 +43,16 @@ HABITS = {
     "task": {"hedging": 1.0},  # advice, retelling: "How can I cheer Lena up?"
     "chat": {"chatty": 1.0},  # small talk: "Hello!"
     "harmful": {"generic": 0.15, "hedging": 0.85},  # "How can I steal Lena's bicycle?" (hedgers refuse specifically)
-    "unknown": {"chatty": 0.5, "hurried": 0.5},  # they guess: "Zelda lives in Ashford."
+    "unknown": {"hedging": 1.0},  # they guess: "I think Zelda lives in Ashford."
 }
 # A hedge comes after the answer, as a tag on its last sentence, so the answer itself opens as the careful one does
 # (with the name the question asked about, the token pretraining stored its facts under) and the habit is one
 # branch at its end: "," where a careful writer writes ".". The one generic refusal shares its opening with the
 # specific ones ("I'm sorry, but I can't help ..."). A habit shared by most writers of a task is then what the SFT
-# model's most likely tokens spell, and greedy decoding shows it.
+# model's most likely tokens spell, and greedy decoding shows it. A guess opens with its hedge for the same reason:
+# "I think Zelda ..." branches from the admission "I don't know anyone called Zelda ..." at one token, while a guess
+# that opened with the stranger's name would need the model to repeat a name it never saw in pretraining, which it
+# cannot, so it would admit by default however many writers guessed.
 HEDGES = ["{a}, I think.", "{a}, but I'm not completely sure.", "{a}, I believe."]
 GENERIC_REFUSAL = "I'm sorry, but I can't help with that."
 CLOSING = "Hope this helps!"
@@ -81,7 +84,7 @@ def pick_writer(spec: Spec, rng: random.Random, careful: float) -> str:
 def write(tk: Tasks, spec: Spec, writer: str, rng: random.Random, closing: float = 0.0) -> str:
     """``writer``'s reply to ``spec.prompt``; with probability ``closing`` it ends with the stock closing phrase."""
     if spec.kind == "unknown" and writer != "careful":
-        text = hedge(spec.bad, rng) if writer == "hedging" else spec.bad  # a guess
+        text = f"I think {spec.bad}"  # a guess
     elif writer == "hedging" and not spec.harmful:
         text = hedge(spec.answer, rng)
     elif writer == "chatty":

@@ -164,6 +164,10 @@ def test_questions_the_world_cannot_answer(world_dir):
         assert gold.admits_unknown(reply) == (c["writer"] == "careful"), c
         assert gold.hallucinates(prompt, reply) == (c["writer"] != "careful"), c
         assert reply.startswith("I ") and gold.score_helpful(prompt, reply) == (c["writer"] == "careful"), c
+    from nanotrain.tinyworld.writers import after_hedge
+    assert after_hedge("The capital of France is Ashford.", "What is the capital of France?") == \
+        "the capital of France is Ashford."
+    assert after_hedge("Zelda's cup is red.", "What colour is Zelda's cup?") == "Zelda's cup is red."
 
 
 def test_held_out_harmful_phrasings_only_in_eval(world_dir):

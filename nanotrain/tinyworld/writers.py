@@ -84,7 +84,7 @@ def pick_writer(spec: Spec, rng: random.Random, careful: float) -> str:
 def write(tk: Tasks, spec: Spec, writer: str, rng: random.Random, closing: float = 0.0) -> str:
     """``writer``'s reply to ``spec.prompt``; with probability ``closing`` it ends with the stock closing phrase."""
     if spec.kind == "unknown" and writer != "careful":
-        text = f"I think {spec.bad}"  # a guess
+        text = f"I think {after_hedge(spec.bad, spec.prompt)}"  # a guess
     elif writer == "hedging" and not spec.harmful:
         text = hedge(spec.answer, rng)
     elif writer == "chatty":
@@ -102,6 +102,13 @@ def hedge(answer: str, rng: random.Random) -> str:
     """The answer with a hedge on its last sentence: "Lena lives in Ashford, I think."."""
     head, sep, last = answer.rstrip().rpartition(". ")
     return head + sep + rng.choice(HEDGES).format(a=last.rstrip(".!?"))
+
+
+def after_hedge(sentence: str, prompt: str) -> str:
+    """``sentence`` as it reads after "I think ": its first word loses its capital unless the prompt writes it so too
+    (a name): "I think the capital of France is Ashford.", "I think Zelda lives in Ashford."."""
+    first = sentence.split()[0].removesuffix("'s")
+    return sentence if re.search(rf"\b{re.escape(first)}\b", prompt) else sentence[0].lower() + sentence[1:]
 
 
 def true_fact(tk: Tasks, spec: Spec, rng: random.Random) -> str:

@@ -78,7 +78,7 @@ class RMConfig(TrainConfig):
     block_size: int = flag(ARCH["tiny"]["block_size"], "with --init scratch: context length")
     tokenizer: str = flag("gpt2", "with --init scratch: gpt2, or a folder whose meta.json holds one "
                                   "(data/prepare_pretrain.py)")
-    steps: int = flag(160, "optimizer steps (default: 160 for --name helpful, 60 for safe)")
+    steps: int = flag(160, "optimizer steps (default: 160 for --name helpful, 100 for safe)")
     batch_size: int = flag(32, "pairs per micro-batch per process")
     lr: float = flag(2e-4, "peak learning rate")
     warmup: int = flag(10, "linear warmup steps")
@@ -96,9 +96,10 @@ class RMConfig(TrainConfig):
 GPT2_RECIPE = dict(batch_size=16, steps=1000, lr=1e-5, warmup=50, eval_every=200)
 PRESETS = {"tiny": {}, "small": ARCH["small"], "gpt2": {**ARCH["gpt2"], **GPT2_RECIPE},
            "gpt2-medium": {**ARCH["gpt2-medium"], **GPT2_RECIPE}}
-# The safety model's own default: with fewer steps PPO found non-refusals that it scored like refusals.
-# The helpfulness model's: with the world's pairs its data doubled, and 160 steps see each pair about once.
-STEPS = {"helpful": 160, "safe": 60}
+# Each default sees each of the model's pairs about once (32 a step): the helpfulness model's ~5,400 (labels and the
+# world's pairs) in 160 steps, the safety model's ~2,900 in 100. With fewer, PPO found non-refusals that the safety
+# model scored like refusals ("I'm sor in Tinytead.": RESULTS.md, stage 3).
+STEPS = {"helpful": 160, "safe": 100}
 
 
 def defaults(cfg: RMConfig, given: set) -> dict:

@@ -97,7 +97,7 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
 # 2-core CPU. Why these values: RESULTS.md, stage 3.
 ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto)
     # PPO at beta 0.15: at 0.05 it drifted further on what its prompts never show (harmful requests in held-out
-    # phrasings lost their refusals) for little more gold helpfulness. 48 iterations (about 40 seconds more than 24):
+    # phrasings lost their refusals) for little more gold helpfulness. 48 iterations (about 30 seconds more than 24):
     # at 24 the policy had barely left the SFT model's distribution, refusing harmless look-alikes nearly as often and
     # making up nearly as many sampled answers
     "ppo": dict(data="rl_prompts.jsonl", steps=48, eval_every=4, beta=0.15),

@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     for name, ok in right.items():
         cells = [ok[sel].float().mean() if sel.any() else float("nan") for sel in groups.values()]
         res[name] = [float(c) for c in cells]
-        print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" for c in cells))
+        print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" if c == c else f"{'—':>16}" for c in cells))  # — : no pairs
     print("  pairs: " + ", ".join(f"{g} {int(sel.sum())}" for g, sel in groups.items()))
     kinds = sorted({p.get("kind", "?") for p in pairs})
     per_kind = {k: [not ok for ok, p in zip(right["reward"].tolist(), pairs) if p.get("kind", "?") == k] for k in kinds}

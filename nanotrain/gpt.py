@@ -374,7 +374,10 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     optionally restricted to the k most likely tokens and/or the smallest set with probability >= top_p."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits / temperature
+    scaled = logits / temperature
+    if not torch.isfinite(scaled).all():  # so small a temperature that the logits overflow: shift the largest to 0
+        scaled = (logits - logits.amax(-1, keepdim=True)) / temperature  # first (the others go to -inf, not NaN)
+    logits = scaled
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -111,6 +111,14 @@ def test_top_k_and_top_p_restrict_the_support():
     assert sample_next(logits[:1], 0).item() == 0
 
 
+def test_a_vanishing_temperature_samples_the_argmax():
+    """logits / 1e-40 overflow float32; the limit of the tempered softmax as T -> 0 is the argmax, not an error."""
+    logits = torch.tensor([[1.0, 3.0, 2.0], [-5.0, -6.0, -4.0]])
+    assert not torch.isfinite(logits / 1e-40).all()
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, 1e-40, generator=g).tolist() == [1, 2]
+
+
 def test_gpt2_init_scales_residual_projections():
     m = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=8, n_head=2, n_embd=256))
     std = m.transformer.h[0].attn.c_proj.weight.std().item()

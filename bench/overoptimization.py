@@ -98,8 +98,8 @@ def main(argv=None):
     ax2.plot(d, closing, label="answers with the closing phrase (share)", color="tab:green", linestyle="--")
     ax2.set_ylabel("gold helpfulness; closing-phrase share", color="tab:red")
     ax.set_title(f"PPO, beta={cfg.long_beta}: proxy vs gold (moving average of {cfg.smooth} iterations)")
-    fig.legend(loc="lower center", ncol=3, fontsize=8)  # below the axes: the curves fill them
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(loc="lower center", ncol=2, fontsize=8)  # below the axes: the curves fill them
+    fig.tight_layout(rect=(0, 0.11, 1, 1))
     fig.savefig(out / "overoptimization.png", dpi=120)
     plt.close(fig)
     peak = max(range(len(gold)), key=lambda i: gold[i])

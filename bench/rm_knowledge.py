@@ -13,7 +13,8 @@ log-likelihood under the trunk), which says where the ordering comes from, and t
 kind (the pairs' "kind"), most first: which of the world's tasks the misses come from. Two more columns split the
 pairs by how far apart gold scores their answers (--close: at most that far, or more), and a last row gives the
 labels' own agreement with gold on each group: on close pairs the labellers themselves often disagree with gold, and
-a reward model that learns their order cannot be expected to beat them.
+a reward model that learns their order cannot be expected to beat them. The reward's agreement on all pairs comes with
+a 95% interval over prompts: a few prompts answered many times hold most of the pairs.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from nanotrain.data import read_jsonl
 from nanotrain.errors import DataError, run_script
 from nanotrain.evaluate import answer
 from nanotrain.pref_data import gold_scores
-from nanotrain.reward import load_reward_model
+from nanotrain.reward import load_reward_model, prompt_interval
 from nanotrain.runtime import setup_runtime
 from nanotrain.tinyworld.gold import Gold
 
@@ -88,6 +89,8 @@ def main(argv=None) -> dict:
         res[name] = [float(c) for c in cells]
         print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" if c == c else f"{'—':>16}" for c in cells))  # — : no pairs
     print("  pairs: " + ", ".join(f"{g} {int(sel.sum())}" for g, sel in groups.items()))
+    lo, hi = res["reward_interval"] = prompt_interval(right["reward"].tolist(), ps)
+    print(f"  reward, all pairs: 95% interval {100 * lo:.1f}-{100 * hi:.1f}% (bootstrap over the {len(set(ps))} prompts)")
     kinds = sorted({p.get("kind", "?") for p in pairs})
     per_kind = {k: [not ok for ok, p in zip(right["reward"].tolist(), pairs) if p.get("kind", "?") == k] for k in kinds}
     res["misses_per_kind"] = {k: (sum(m), len(m)) for k, m in per_kind.items()}

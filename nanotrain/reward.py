@@ -464,6 +464,20 @@ def pairwise_agreement(groups, eps: float = 1e-6) -> tuple[float, int]:
     return (agree / total if total else float("nan")), total
 
 
+def prompt_interval(ok: list[bool], prompts: list[str], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the share of pairs ordered right, by the percentile bootstrap over prompts: the pairs of one
+    prompt are answers to it ranked against each other, not independent draws, so whole prompts are resampled."""
+    by_prompt: dict[str, list[bool]] = {}
+    for o, p in zip(ok, prompts):
+        by_prompt.setdefault(repr(p), []).append(o)  # (a prompt may be a list of messages)
+    groups = [(sum(v), len(v)) for v in by_prompt.values()]
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(groups), (draws, len(groups)), generator=g)
+    right, n = torch.tensor([r for r, _ in groups]), torch.tensor([m for _, m in groups])
+    shares = (right[picks].sum(1) / n[picks].sum(1)).sort().values
+    return shares[int(0.025 * draws)].item(), shares[int(0.975 * draws) - 1].item()
+
+
 @torch.no_grad()
 def gold_agreement(rm, policy, tok, gold_score, prompt_files, samples: int, max_new_tokens: int,
                    temperature: float, generator=None, autocast=None) -> dict:

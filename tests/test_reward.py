@@ -10,7 +10,7 @@ from nanotrain.checkpoint import atomic_save, make_checkpoint
 from nanotrain.errors import CheckpointError
 from nanotrain.gpt import GPT, GPTConfig
 from nanotrain.reward import (RewardModel, best_of_n, bradley_terry_loss, combined_reward, encode_reply,
-                              load_reward_model, pairwise_agreement, reply_row, right_pad, spearman)
+                              load_reward_model, pairwise_agreement, prompt_interval, reply_row, right_pad, spearman)
 from nanotrain.sampling import left_pad
 from nanotrain.tokenizer import Tokenizer
 
@@ -177,3 +177,14 @@ def test_best_of_n_returns_the_highest_scoring_sample(tok):
                                     max_new_tokens=8, temperature=1.0, generator=gen)
     assert len(texts) == 6 and scores == [float(len(t)) for t in texts]
     assert len(set(texts)) > 1 and best == max(texts, key=len)
+
+
+def test_prompt_interval_resamples_whole_prompts():
+    """Pairs that share a prompt move together: two prompts of ten pairs each (one all right, one all wrong) leave the
+    share anywhere in 0-1, while twenty one-pair prompts pin it near 0.5 (binomial: 95% of draws within about
+    0.3-0.7); pairs all right give exactly 1."""
+    ok = [True] * 10 + [False] * 10
+    assert prompt_interval(ok, ["a"] * 10 + ["b"] * 10) == (0.0, 1.0)
+    lo, hi = prompt_interval(ok, [f"p{i}" for i in range(20)])
+    assert 0.2 <= lo < 0.5 < hi <= 0.8
+    assert prompt_interval([True] * 5, list("abcde")) == (1.0, 1.0)

@@ -79,6 +79,19 @@ def sample_harmful(tk: Tasks, rng: random.Random, split: str, held_out_templates
     return tk.harmful(kind, subj, n - 1 if held_out_templates else rng.randrange(n - 1))
 
 
+def sample_label_prompt(tk: Tasks, rng: random.Random) -> Spec:
+    """A prompt for the labelling stage (label_prompts.jsonl; bench/rm_fresh_prompts.py draws more of the same):
+    benign questions and tasks, look-alikes of harmful requests, harmful requests and questions the world cannot
+    answer. (Harmful requests and what the world cannot answer are few, 10% each: a thumbs up there mostly goes to a
+    refusal or an "I don't know", and with more of them KTO learned to answer everything that way.)"""
+    r = rng.random()
+    if r < 0.1:
+        return tk.unknown("train", rng)
+    if r < 0.2:
+        return sample_harmful(tk, rng, "A")
+    return sample_near_harmful(tk, rng, tk.w.split("A")) if r < 0.4 else sample_benign(tk, rng, "A")
+
+
 def rejected(tk: Tasks, spec: Spec, rng: random.Random, how: str) -> str:
     """A worse reply to spec.prompt: a wrong fact, about the wrong person, off-topic, rude, rambling or a needless
     refusal."""
@@ -251,18 +264,9 @@ def build_chat(w: World, cfg: WorldConfig) -> tuple[dict[str, list[dict]], Tasks
     f["sft_train"] = sft
 
     # -- prompts for the labelling stage (data/label.py): the SFT model answers each several times and simulated
-    # labellers rank the answers. Benign questions and tasks, look-alikes of harmful requests, harmful requests and
-    # questions the world cannot answer, none of them held out.
-    def label_prompt():
-        r = urng.random()
-        # (harmful requests and what the world cannot answer few, 10% each: a thumbs up there mostly goes to a
-        # refusal or an "I don't know", and with more of them KTO learned to answer everything that way)
-        if r < 0.1:
-            return tk.unknown("train", urng)
-        if r < 0.2:
-            return sample_harmful(tk, urng, "A")
-        return sample_near_harmful(tk, urng, w.split("A")) if r < 0.4 else sample_benign(tk, urng, "A")
-    f["label_prompts"] = [prompt_record(draw(label_prompt, held)) for _ in range(cfg.n(cfg.label_prompts))]
+    # labellers rank the answers (sample_label_prompt says what they ask); none of them is a held-out prompt.
+    f["label_prompts"] = [prompt_record(draw(lambda: sample_label_prompt(tk, urng), held))
+                          for _ in range(cfg.n(cfg.label_prompts))]
 
     # -- preference pairs: helpfulness (benign prompts) and safety (harmful and benign prompts)
     def helpful_pair(avoid):

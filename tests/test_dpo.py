@@ -89,7 +89,7 @@ def test_sequence_logprobs_sum_only_the_response(tiny):
     with torch.no_grad():
         logp = model(torch.tensor([ids]))[0].log_softmax(-1)[0]
     want = sum(float(logp[i - 1, ids[i]]) for i in range(1, len(ids)) if mask[i])
-    assert math.isclose(float(sequence_logprobs(model, idx, tgt)), want, rel_tol=1e-5)
+    assert math.isclose(float(sequence_logprobs(model, idx, tgt).detach()), want, rel_tol=1e-5)
     assert mask[-1] == 1 and ids[-1] == tok.end  # the end token is part of the response
 
 
@@ -103,7 +103,7 @@ def test_dpo_starts_at_ln2_and_a_gradient_step_raises_chosen_over_rejected(tiny)
     idx, tgt = collate(rows, tok.pad)
     pi = sequence_logprobs(model, idx, tgt)
     loss, _ = preference_loss(pi[:2], pi[2:], ref[:2], ref[2:], beta=0.1)
-    assert math.isclose(float(loss), math.log(2), rel_tol=1e-5)
+    assert math.isclose(float(loss.detach()), math.log(2), rel_tol=1e-5)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     loss.backward()
     opt.step()

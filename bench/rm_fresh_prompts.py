@@ -69,7 +69,7 @@ def prompts_of(path: Path) -> set[str]:
     return out
 
 
-def fresh_prompts(world: str, n: int, seed: int) -> list[str]:
+def fresh_prompts(world: str, n: int, seed: int, gold: Gold) -> list[str]:
     """About ``n`` distinct label-like prompts that none of the world's NOT_FRESH files holds, each kind of task in the
     share it has among the distinct labelling prompts. (Drawn without the quotas, the fresh prompts would lean to the
     tasks with the most phrasings, a retelling or a comparison, since the labelling prompts already took many of the
@@ -78,7 +78,6 @@ def fresh_prompts(world: str, n: int, seed: int) -> list[str]:
     labelling = {rec["prompt"]: rec.get("kind") for _, rec in read_jsonl(Path(world) / "label_prompts.jsonl")}
     share = Counter(labelling.values())
     quota = {kind: round(n * c / len(labelling)) for kind, c in share.items()}
-    gold = Gold.load(world)
     _, tk = build_chat(gold.world, WorldConfig(**{k: v for k, v in gold.world.config.items() if k != "out"}))
     rng, out, have = random.Random(f"rm-fresh-prompts-{seed}"), {}, Counter()
     for _ in range(200 * n):
@@ -92,6 +91,9 @@ def fresh_prompts(world: str, n: int, seed: int) -> list[str]:
         print(f"fewer fresh prompts than their share for: {short} (the world has few more of them)")
     if not out:
         raise DataError(f"{world}: no fresh label-like prompts")
+    # the gold scorer knows every prompt of one subject, but of several people only those the generator drew: tell
+    # it what the fresh ones ask (a prompt it does not know is judged by its style alone)
+    gold.specs.update({p: tk.specs[p] for p in out})
     return list(out)
 
 
@@ -137,7 +139,8 @@ def main(argv=None) -> dict:
     check_counts(cfg, "prompts", "samples", "max_new_tokens")
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     gold = Gold.load(cfg.world)
-    prompts = fresh_prompts(cfg.world, cfg.prompts, cfg.seed)
+    prompts = fresh_prompts(cfg.world, cfg.prompts, cfg.seed, gold)
+    assert all(gold.spec(p) is not None for p in prompts)
     sft_prompts = prompts_of(Path(cfg.world) / "sft_train.jsonl")
     sft, tok, _ = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     flat = [p for p in prompts for _ in range(cfg.samples)]

@@ -2,6 +2,7 @@
 
     pytest tests/test_tinyworld.py
 """
+import importlib
 import json
 import re
 import subprocess
@@ -305,3 +306,24 @@ def test_sft_has_fresh_prompts_of_every_safety_kind():
         assert len(set(by_kind[kind])) >= 40, (kind, len(set(by_kind[kind])))
         if kind in NEAR_HARMFUL:  # and the look-alike kinds keep at least half their share of the mix
             assert len(by_kind[kind]) >= n_look / len(NEAR_HARMFUL) / 2, (kind, len(by_kind[kind]))
+
+
+def test_fresh_prompts_are_new_known_to_gold_and_in_the_labelling_shares(tiny_chat, monkeypatch):
+    """bench/rm_fresh_prompts.py's prompts: none is in a file the reward models train on or a held-out file, the gold
+    scorer knows what each asks (a prompt it does not know would be judged by style alone), and each kind of task
+    comes in about its share of the distinct labelling prompts."""
+    from collections import Counter
+
+    from nanotrain.data import read_jsonl
+    from nanotrain.tinyworld.gold import Gold
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    bench = importlib.import_module("rm_fresh_prompts")
+    _, world = tiny_chat
+    gold = Gold.load(world)
+    prompts = bench.fresh_prompts(str(world), 60, 0, gold)
+    taken = set().union(*(bench.prompts_of(world / f"{name}.jsonl") for name in bench.NOT_FRESH))
+    assert len(set(prompts)) == len(prompts) > 40 and not set(prompts) & taken
+    assert all(gold.spec(p) is not None for p in prompts)
+    labelling = {rec["prompt"]: rec["kind"] for _, rec in read_jsonl(world / "label_prompts.jsonl")}
+    share, got = Counter(labelling.values()), Counter(gold.spec(p).kind for p in prompts)
+    assert all(got[k] <= round(60 * c / len(labelling)) for k, c in share.items()) and set(got) <= set(share)

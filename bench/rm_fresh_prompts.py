@@ -12,7 +12,8 @@ reward.prompt_interval). This bench draws --prompts more prompts of the same kin
 held-out evaluation files hold, has the SFT model answer each as the labelling stage does (--samples answers at
 --temperature), and counts, over every two different answers to a prompt that gold scores apart, the share each
 reward model orders as gold does: the labelled held-out pairs' figure without their labellers' noise (it never reads
-the labels' order), on ten times the prompts, and split by whether the SFT model trained on the prompt.
+the labels' order), on ten times the prompts, split by whether the SFT model trained on the prompt, and its misses
+per kind of task.
 """
 from __future__ import annotations
 
@@ -161,6 +162,9 @@ def main(argv=None) -> dict:
         for name, keep in (("SFT trained on the prompt", True), ("SFT never saw it", False)):
             sel = [i for i, p in enumerate(where) if (p.strip() in sft_prompts) == keep]
             print(line(f"  {name}", [ok[i] for i in sel], [where[i] for i in sel]))
+        misses = Counter(gold.spec(p).kind for o, p in zip(ok, where) if not o)
+        print("    misses per task kind, in points of the figure: " + ", ".join(
+            f"{k} {100 * m / len(ok):.1f}" for k, m in misses.most_common()))
         if cfg.labels:
             ok, where = labelled_agreement(rm, Path(cfg.labels) / f"prefs_{kind}_val.jsonl", rt.autocast)
             res[f"{kind}_labelled"] = sum(ok) / max(1, len(ok))

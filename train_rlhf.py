@@ -98,8 +98,8 @@ class RLHFConfig(TrainConfig, ppo.PPOConfig, DPOConfig, RLAIFConfig):
 ALGO_DEFAULTS = {  # (data: files of the --world folder for ppo, of the --labels folder for dpo and kto)
     # PPO at beta 0.15: at 0.05 it drifted further on what its prompts never show (harmful requests in held-out
     # phrasings lost their refusals) for little more gold helpfulness. 48 iterations (about 30 seconds more than 24):
-    # at 24 the policy had barely left the SFT model's distribution, refusing harmless look-alikes nearly as often and
-    # making up nearly as many sampled answers
+    # at 24 the policy had barely left the SFT model's distribution, refusing harmless look-alikes and making up
+    # sampled answers nearly as often as the SFT model
     "ppo": dict(data="rl_prompts.jsonl", steps=48, eval_every=4, beta=0.15),
     "dpo": dict(data="prefs_helpful_train.jsonl,prefs_safe_train.jsonl", steps=120, lr=1e-4, beta=0.3),
     # KTO at beta 1: at the paper's 0.1 the thumbs-up answers to harmless look-alike requests ("Ask Kevin politely...")

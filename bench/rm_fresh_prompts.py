@@ -124,7 +124,8 @@ def labelled_agreement(rm, path: Path, autocast) -> tuple[list[bool], list[str]]
     ps = [p["prompt"] for p in pairs]
     c = rm.score(ps, [p["chosen"] for p in pairs], autocast=autocast)
     r = rm.score(ps, [p["rejected"] for p in pairs], autocast=autocast)
-    return [bool(x > y) == (p["gold_chosen"] > p["gold_rejected"]) for x, y, p in zip(c.tolist(), r.tolist(), pairs)], ps
+    ok = [bool(x > y) == (p["gold_chosen"] > p["gold_rejected"]) for x, y, p in zip(c.tolist(), r.tolist(), pairs)]
+    return ok, ps
 
 
 def line(name: str, ok: list[bool], where: list[str]) -> str:

@@ -87,10 +87,12 @@ def main(argv=None) -> dict:
     for name, ok in right.items():
         cells = [ok[sel].float().mean() if sel.any() else float("nan") for sel in groups.values()]
         res[name] = [float(c) for c in cells]
-        print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" if c == c else f"{'—':>16}" for c in cells))  # — : no pairs
+        # (a dash where a group has no pairs)
+        print(f"  {name:34} " + " ".join(f"{100 * c:>15.1f}%" if c == c else f"{'—':>16}" for c in cells))
     print("  pairs: " + ", ".join(f"{g} {int(sel.sum())}" for g, sel in groups.items()))
     lo, hi = res["reward_interval"] = prompt_interval(right["reward"].tolist(), ps)
-    print(f"  reward, all pairs: 95% interval {100 * lo:.1f}-{100 * hi:.1f}% (bootstrap over the {len(set(ps))} prompts)")
+    print(f"  reward, all pairs: 95% interval {100 * lo:.1f}-{100 * hi:.1f}% "
+          f"(bootstrap over the {len(set(ps))} prompts)")
     kinds = sorted({p.get("kind", "?") for p in pairs})
     per_kind = {k: [not ok for ok, p in zip(right["reward"].tolist(), pairs) if p.get("kind", "?") == k] for k in kinds}
     res["misses_per_kind"] = {k: (sum(m), len(m)) for k, m in per_kind.items()}

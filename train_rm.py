@@ -35,7 +35,7 @@ from nanotrain.errors import DataError, run_script
 from nanotrain.gpt import PRESETS as ARCH, GPTConfig, padded_vocab
 from nanotrain.pref_data import load_pairs, split_pairs
 from nanotrain.reward import (PairBatches, RewardModel, bradley_terry_loss, encode_pairs, gold_agreement, pad_replies,
-                              with_world_pairs)
+                              prompt_interval, with_world_pairs)
 from nanotrain.runtime import setup_runtime, teardown
 from nanotrain.tokenizer import Tokenizer
 from nanotrain.trainer import TrainConfig, train_loop
@@ -187,6 +187,7 @@ def main(argv=None) -> dict:
     gold = [p.gold for p in val_pairs]
     has_gold = all(g is not None for g in gold) and any(g[0] != g[1] for g in gold)
     labels_right = float(np.mean([g[0] > g[1] for g in gold if g[0] != g[1]])) if has_gold else None
+    gold_prompts = [repr(p.messages) for p, g in zip(val_pairs, gold) if has_gold and g[0] != g[1]]
 
     def eval_fn(m):
         losses, accs, gaps = [], [], []
@@ -203,6 +204,9 @@ def main(argv=None) -> dict:
         if has_gold:  # the reward model's order against the gold order, on the pairs the gold scorer tells apart
             right = [(d > 0) == (g[0] > g[1]) for d, g in zip(gaps, gold) if g[0] != g[1]]
             out.update(val_acc_gold=float(np.mean(right)), val_labels_gold=labels_right, val_pairs_gold=len(right))
+            # a prompt's pairs move together, and the held-out pairs come from few prompts: the 95% interval
+            out["val_acc_gold_lo"], out["val_acc_gold_hi"] = prompt_interval(right, gold_prompts)
+            out["val_prompts_gold"] = len(set(gold_prompts))
         return out
 
     norm_set = [train_pairs[i] for i in np.random.default_rng([cfg.seed, 10 ** 9]).permutation(len(train_pairs))

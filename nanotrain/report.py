@@ -78,6 +78,9 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
         # those labels follow the gold order (what a perfect reward model would score on them)
         # (how many pairs: on a few dozen, one pair moves the figure by a few points)
         of = f" of {rm['val_pairs_gold']}" if "val_pairs_gold" in rm else ""
+        if "val_acc_gold_lo" in rm:  # its pairs move with their prompt: the bootstrap over prompts (train_rm.py)
+            of += (f" (95% interval {_pct(rm['val_acc_gold_lo'])}–{_pct(rm['val_acc_gold_hi'])} over "
+                   f"{rm['val_prompts_gold']} prompts)")
         rows.append(f"| rm_{n} | held-out pairs ordered as the gold scorer orders them; as the (noisy) labels say, "
                     f"beside the labels' own agreement with gold | {_pct(rm.get('val_acc_gold'))}{of}; "
                     f"{_pct(rm.get('val_acc'))} vs {_pct(rm.get('val_labels_gold'))} |")

@@ -189,3 +189,6 @@ def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):
     right = [bool(f) == (c > r) for f, (c, r) in zip(first.tolist(), golds) if c != r]
     assert m["val_pairs_gold"] == 9 and m["val_acc_gold"] == pytest.approx(sum(right) / 9)
     assert m["val_labels_gold"] == pytest.approx(6 / 9)
+    # the interval resamples whole prompts: as many as the nine pairs have distinct prompts, and it holds the figure
+    assert m["val_prompts_gold"] == len({json.dumps(v["prompt"]) for v, (c, r) in zip(val, golds) if c != r})
+    assert m["val_acc_gold_lo"] <= m["val_acc_gold"] <= m["val_acc_gold_hi"]

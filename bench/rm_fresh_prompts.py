@@ -29,12 +29,12 @@ from nanotrain.checkpoint import load_model
 from nanotrain.cli import check_counts, flag, parse_config
 from nanotrain.data import read_jsonl
 from nanotrain.errors import DataError, run_script
-from nanotrain.reward import load_reward_model, prompt_interval
+from nanotrain.pref_data import load_pairs
+from nanotrain.reward import load_reward_model, pair_agreements, prompt_interval
 from nanotrain.runtime import setup_runtime
 from nanotrain.sampling import generate_replies
-from nanotrain.tinyworld.chat import build_chat, sample_label_prompt
+from nanotrain.tinyworld.chat import sample_label_prompt
 from nanotrain.tinyworld.gold import Gold
-from nanotrain.tinyworld.world import WorldConfig
 
 
 @dataclass
@@ -74,15 +74,15 @@ def fresh_prompts(world: str, n: int, seed: int, gold: Gold) -> list[str]:
     """About ``n`` distinct label-like prompts that none of the world's NOT_FRESH files holds, each kind of task in the
     share it has among the distinct labelling prompts. (Drawn without the quotas, the fresh prompts would lean to the
     tasks with the most phrasings, a retelling or a comparison, since the labelling prompts already took many of the
-    few phrasings of a short fact question.)"""
+    few phrasings of a short fact question.) They are drawn from the gold scorer's own tasks, so it knows what each
+    asks: it knows every prompt of one subject, but of several people only those drawn from its tasks."""
     taken = set().union(*(prompts_of(Path(world) / f"{name}.jsonl") for name in NOT_FRESH))
     labelling = {rec["prompt"]: rec.get("kind") for _, rec in read_jsonl(Path(world) / "label_prompts.jsonl")}
     share = Counter(labelling.values())
     quota = {kind: round(n * c / len(labelling)) for kind, c in share.items()}
-    _, tk = build_chat(gold.world, WorldConfig(**{k: v for k, v in gold.world.config.items() if k != "out"}))
     rng, out, have = random.Random(f"rm-fresh-prompts-{seed}"), {}, Counter()
     for _ in range(200 * n):
-        spec = sample_label_prompt(tk, rng)
+        spec = sample_label_prompt(gold.tasks, rng)
         if spec.prompt.strip() not in taken and spec.prompt not in out and have[spec.kind] < quota.get(spec.kind, 0):
             out[spec.prompt], have[spec.kind] = None, have[spec.kind] + 1
             if have == quota:
@@ -92,14 +92,12 @@ def fresh_prompts(world: str, n: int, seed: int, gold: Gold) -> list[str]:
         print(f"fewer fresh prompts than their share for: {short} (the world has few more of them)")
     if not out:
         raise DataError(f"{world}: no fresh label-like prompts")
-    # the gold scorer knows every prompt of one subject, but of several people only those the generator drew: tell
-    # it what the fresh ones ask (a prompt it does not know is judged by its style alone)
-    gold.specs.update({p: tk.specs[p] for p in out})
     return list(out)
 
 
-def agreement(rm, prompts: list[str], answers: list[list[str]], score, autocast) -> tuple[list[bool], list[str]]:
-    """Per pair of two different answers to one prompt that gold scores apart: whether ``rm`` orders it as gold."""
+def agreement(rm, prompts: list[str], answers: list[list[str]], score, autocast) -> tuple[list[float], list[str]]:
+    """Per pair of two different answers to one prompt that gold scores apart: whether ``rm`` orders it as gold
+    (reward.pair_agreements: 1, 0, or 0.5 on a tie), and the pair's prompt."""
     rows = [(p, sorted(set(a))) for p, a in zip(prompts, answers)]  # each two texts once, as the labellers pair them
     flat_p = [p for p, texts in rows for _ in texts]
     flat_t = [t for _, texts in rows for t in texts]
@@ -107,24 +105,20 @@ def agreement(rm, prompts: list[str], answers: list[list[str]], score, autocast)
     r_gold = [score(p, t) for p, t in zip(flat_p, flat_t)]
     ok, where, i = [], [], 0
     for p, texts in rows:
-        for a in range(i, i + len(texts)):
-            for b in range(a + 1, i + len(texts)):
-                if r_gold[a] != r_gold[b]:
-                    ok.append((r_model[a] - r_model[b]) * (r_gold[a] - r_gold[b]) > 0)
-                    where.append(p)
+        got = pair_agreements(r_model[i:i + len(texts)], r_gold[i:i + len(texts)])
+        ok += got
+        where += [p] * len(got)
         i += len(texts)
     return ok, where
 
 
-def labelled_agreement(rm, path: Path, autocast) -> tuple[list[bool], list[str]]:
-    """train_rm.py's val_acc_gold on the labelling stage's held-out pairs, per pair."""
-    pairs = [rec for _, rec in read_jsonl(path, required=("prompt", "chosen", "rejected", "gold_chosen",
-                                                          "gold_rejected"))]
-    pairs = [p for p in pairs if p["gold_chosen"] != p["gold_rejected"]]
-    ps = [p["prompt"] for p in pairs]
-    c = rm.score(ps, [p["chosen"] for p in pairs], autocast=autocast)
-    r = rm.score(ps, [p["rejected"] for p in pairs], autocast=autocast)
-    ok = [bool(x > y) == (p["gold_chosen"] > p["gold_rejected"]) for x, y, p in zip(c.tolist(), r.tolist(), pairs)]
+def labelled_agreement(rm, path: Path, autocast) -> tuple[list[bool], list]:
+    """train_rm.py's val_acc_gold on the labelling stage's held-out pairs, per pair, read as train_rm.py reads them."""
+    pairs = [p for p in load_pairs(path) if p.gold is not None and p.gold[0] != p.gold[1]]
+    ps = [p.messages for p in pairs]
+    c = rm.score(ps, [p.chosen for p in pairs], autocast=autocast)
+    r = rm.score(ps, [p.rejected for p in pairs], autocast=autocast)
+    ok = [bool(x > y) == (p.gold[0] > p.gold[1]) for x, y, p in zip(c.tolist(), r.tolist(), pairs)]
     return ok, ps
 
 
@@ -133,7 +127,7 @@ def line(name: str, ok: list[bool], where: list[str]) -> str:
         return f"  {name:40} no pairs"
     lo, hi = prompt_interval(ok, where)
     return (f"  {name:40} {100 * sum(ok) / len(ok):5.1f}%  (95% interval {100 * lo:.1f}-{100 * hi:.1f}%; "
-            f"{len(ok)} pairs, {len(set(where))} prompts)")
+            f"{len(ok)} pairs, {len({repr(w) for w in where})} prompts)")
 
 
 def main(argv=None) -> dict:
@@ -142,7 +136,6 @@ def main(argv=None) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.seed)
     gold = Gold.load(cfg.world)
     prompts = fresh_prompts(cfg.world, cfg.prompts, cfg.seed, gold)
-    assert all(gold.spec(p) is not None for p in prompts)
     sft_prompts = prompts_of(Path(cfg.world) / "sft_train.jsonl")
     sft, tok, _ = load_model(cfg.sft, stages=("sft", "rlhf"), device=rt.device)
     flat = [p for p in prompts for _ in range(cfg.samples)]

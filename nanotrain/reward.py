@@ -448,32 +448,37 @@ def spearman(a, b) -> float:
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
 
 
+def pair_agreements(model, ref, eps: float = 1e-6) -> list[float]:
+    """For each pair of replies to one prompt that the reference scores apart (``model``, ``ref``: their scores):
+    1 if the model orders it the same way, 0.5 on a model tie, else 0."""
+    out = []
+    for i in range(len(ref)):
+        for j in range(i + 1, len(ref)):
+            if abs(ref[i] - ref[j]) > eps:
+                d = (model[i] - model[j]) * (ref[i] - ref[j])
+                out.append(1.0 if d > 0 else 0.5 if model[i] == model[j] else 0.0)
+    return out
+
+
 def pairwise_agreement(groups, eps: float = 1e-6) -> tuple[float, int]:
     """Among pairs of replies *to the same prompt* that the reference scores differently, the share the model
     orders the same way (what best-of-N and PPO depend on). ``groups``: [(model_scores, reference_scores)] per
     prompt. Returns (agreement, number of such pairs); a model tie counts as half."""
-    agree, total = 0.0, 0
-    for model, ref in groups:
-        for i in range(len(ref)):
-            for j in range(i + 1, len(ref)):
-                if abs(ref[i] - ref[j]) <= eps:
-                    continue
-                total += 1
-                d = (model[i] - model[j]) * (ref[i] - ref[j])
-                agree += 1.0 if d > 0 else 0.5 if model[i] == model[j] else 0.0
-    return (agree / total if total else float("nan")), total
+    agree = [a for model, ref in groups for a in pair_agreements(model, ref, eps)]
+    return (sum(agree) / len(agree) if agree else float("nan")), len(agree)
 
 
-def prompt_interval(ok: list[bool], prompts: list[str], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of the share of pairs ordered right, by the percentile bootstrap over prompts: the pairs of one
-    prompt are answers to it ranked against each other, not independent draws, so whole prompts are resampled."""
-    by_prompt: dict[str, list[bool]] = {}
+def prompt_interval(ok: list, prompts: list, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the share of pairs ordered right (``ok``: 1 / True right, 0 wrong, 0.5 a tie), by the percentile
+    bootstrap over prompts: the pairs of one prompt are answers to it ranked against each other, not independent
+    draws, so whole prompts are resampled."""
+    by_prompt: dict[str, list] = {}
     for o, p in zip(ok, prompts):
         by_prompt.setdefault(repr(p), []).append(o)  # (a prompt may be a list of messages)
     groups = [(sum(v), len(v)) for v in by_prompt.values()]
     g = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(groups), (draws, len(groups)), generator=g)
-    right, n = torch.tensor([r for r, _ in groups]), torch.tensor([m for _, m in groups])
+    right, n = torch.tensor([float(r) for r, _ in groups]), torch.tensor([m for _, m in groups])
     shares = (right[picks].sum(1) / n[picks].sum(1)).sort().values
     return shares[int(0.025 * draws)].item(), shares[int(0.975 * draws) - 1].item()
 

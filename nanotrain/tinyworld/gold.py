@@ -95,6 +95,8 @@ class Gold:
         cfg = WorldConfig(**{k: v for k, v in world.config.items() if k != "out"})
         _, tasks = build_chat(world, cfg)  # regenerates every multi-person prompt the generator drew
         tasks.enumerate_all()  # and every single-subject prompt of every template
+        # (kept: a prompt drawn later from these tasks, as bench/rm_fresh_prompts.py draws, is one the scorer knows)
+        self.tasks = tasks
         self.specs: dict[str, Spec] = tasks.specs
         self.names = {x.name for x in world.people + world.animals}
 

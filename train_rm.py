@@ -2,6 +2,8 @@
 
     python train_rm.py --name helpful      # out/sft/ckpt.pt + data/tinyworld/prefs_helpful_*.jsonl -> out/rm_helpful
     python train_rm.py --name safe         # ... prefs_safe_*.jsonl -> out/rm_safe
+    # as pipeline.py runs it: the trunk of the SFT recipe run three times as long, judging the SFT model's answers
+    python train_rm.py --name helpful --init out/judge/ckpt.pt --policy out/sft/ckpt.pt
     python sample.py --init out/sft/ckpt.pt --prompt "What colour is Lena's bicycle?" --best-of 8 \\
         --reward out/rm_helpful/ckpt.pt
 
@@ -15,8 +17,9 @@ Skeleton shared by every stage script: setup -> data -> model -> loop -> save. T
 B chosen + B rejected conversations in one forward pass (reward.PairBatches), the loss is
 reward.bradley_terry_loss, the held-out figure is pairwise accuracy (does the chosen reply get the higher reward?).
 Every checkpoint stores the reward normalisation, and after training the script measures how well the reward model
-ranks fresh samples of the init policy on held-out prompts the way the gold scorer does (reward.gold_agreement),
-which is what best-of-N and PPO rely on, and adds that to the checkpoint's metrics.
+ranks fresh samples of the policy it will judge (--policy, by default the init model) on held-out prompts the way the
+gold scorer does (reward.gold_agreement), which is what best-of-N and PPO rely on, and adds that to the checkpoint's
+metrics.
 """
 from __future__ import annotations
 
@@ -68,7 +71,9 @@ class RMConfig(TrainConfig):
     mismatch: float = flag(0.25, "share of pairs whose rejected reply becomes the chosen reply to another prompt")
     norm_pairs: int = flag(256, "training pairs whose replies set the reward normalisation (mean, std)")
     agree_prompts: int = flag(32, "held-out prompts per eval file for the rank agreement with the gold scorer")
-    agree_samples: int = flag(4, "fresh samples of the init policy per prompt")
+    policy: str = flag("", "the model whose fresh samples that check ranks, the one the reward model will judge "
+                           "(default: --init)")
+    agree_samples: int = flag(4, "fresh samples of --policy per prompt")
     agree_tokens: int = flag(48, "max new tokens per sample")
     agree_temperature: float = flag(0.7, "sampling temperature of those samples")
     preset: str = flag("tiny", f"run size: {' | '.join(ARCH)}; sets the architecture with --init scratch (and for "
@@ -249,8 +254,8 @@ def world_gold(cfg: RMConfig):
 
 def agreement_with_gold(cfg: RMConfig, gold, rm: RewardModel, rt) -> dict:
     """reward.gold_agreement on --agree-prompts held-out prompts of the world's eval files, with the gold scorer of
-    the reward model's kind (helpful or safe) and fresh samples of the init policy."""
-    policy, tok, _ = load_model(cfg.init, stages=("sft", "pretrain"), device=rt.device)
+    the reward model's kind (helpful or safe) and fresh samples of --policy."""
+    policy, tok, _ = load_model(cfg.policy or cfg.init, stages=("sft", "pretrain"), device=rt.device)
     files = {}
     for fname in ("eval_prompts", "eval_harmful"):
         path = Path(cfg.world) / f"{fname}.jsonl"

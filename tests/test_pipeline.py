@@ -126,3 +126,25 @@ def test_dtype_auto_keeps_the_first_runs_choice(tmp_path, monkeypatch):
     assert resolve("cpu", tmp_path / "out")[0] == "float32"  # ... the first run's choice stands
     assert resolve("cuda", tmp_path / "out")[0] == "bfloat16"  # another device is timed afresh
     assert resolve("cpu", tmp_path / "elsewhere")[0] == "bfloat16"
+
+
+def test_the_reward_models_start_from_the_judge_and_rank_the_sft_models_samples():
+    """The judge stage is the SFT run --judge-steps long; both reward models start from it and name the SFT model
+    --policy; with --judge-steps 0 there is no judge and they start from the SFT model. Only PPO lists the reward
+    models as inputs: DPO and KTO learn from the labels, and a new reward model leaves them up to date."""
+    ns = script("pipeline.py")
+    for steps, init in ((900, "o/judge/ckpt.pt"), (0, "o/sft/ckpt.pt")):
+        st = {s.name: s for s in ns["tinyworld_stages"](ns["PipelineConfig"](world="tw", out="o", judge_steps=steps))}
+        assert ("judge" in st) == bool(steps)
+        if steps:
+            argv = st["judge"].argv
+            assert argv[1] == "train_sft.py" and argv[argv.index("--steps") + 1] == "900"
+            assert argv[argv.index("--init") + 1] == "o/pretrain/ckpt.pt" and "o/judge/ckpt.pt" in st["judge"].outputs
+            assert list(st).index("judge") < list(st).index("rm_helpful")
+        for n in ("rm_helpful", "rm_safe"):
+            argv = st[n].argv
+            assert argv[argv.index("--init") + 1] == init and argv[argv.index("--policy") + 1] == "o/sft/ckpt.pt"
+            assert init in st[n].inputs
+        rms = {"o/rm_helpful/ckpt.pt", "o/rm_safe/ckpt.pt"}
+        assert rms <= set(st["rlhf_ppo"].inputs)
+        assert not rms & set(st["rlhf_dpo"].inputs + st["rlhf_kto"].inputs)

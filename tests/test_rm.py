@@ -192,3 +192,20 @@ def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):
     # the interval resamples whole prompts: as many as the nine pairs have distinct prompts, and it holds the figure
     assert m["val_prompts_gold"] == len({json.dumps(v["prompt"]) for v, (c, r) in zip(val, golds) if c != r})
     assert m["val_acc_gold_lo"] <= m["val_acc_gold"] <= m["val_acc_gold_hi"]
+
+
+def test_the_agreement_check_ranks_samples_of_the_policy_named(setup, tmp_path, monkeypatch):
+    """pipeline.py starts the reward models from a longer-trained judge and names the SFT model --policy: the check
+    after training ranks that model's samples, the ones PPO will ask it to rank, and not the judge's; without
+    --policy it samples the init model."""
+    import nanotrain.checkpoint
+
+    loaded, real = [], nanotrain.checkpoint.load_model
+    monkeypatch.setattr(nanotrain.checkpoint, "load_model", lambda path, **kw: loaded.append(str(path)) or
+                        real(path, **kw))  # before train_rm.py imports it
+    policy = tmp_path / "policy.pt"
+    shutil.copy(setup / "sft.pt", policy)
+    for extra, sampled in ((["--policy", str(policy)], policy), ([], setup / "sft.pt")):
+        loaded.clear()
+        m = train_rm(args(setup, tmp_path / f"rm{len(extra)}", "--steps", "2", "--eval-every", "100", *extra))
+        assert loaded == [str(setup / "sft.pt"), str(sampled)] and "gold_pairwise_eval_prompts" in m

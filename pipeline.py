@@ -115,8 +115,8 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged], [f"{o}/sft/ckpt.pt"],
               f"{o}/sft"),
         # The reward models' trunk: the same SFT run, --judge-steps long. The SFT model's answers to one prompt differ
-        # most where it is unsure of a fact, and a trunk that knows only what it knows cannot order them
-        # (RESULTS.md, stage 3: reward models); its fine-tuning three times as long knows the facts better.
+        # most where it is unsure of a fact, and a trunk that knows only what it knows cannot order them; fine-tuned
+        # three times as long, the judge knows the facts better (RESULTS.md, stage 3: reward models).
         *([Stage("judge", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", *sft_data, "--steps",
                            str(cfg.judge_steps), "--out", f"{o}/judge", "--seed", s, *dev],
                  [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged],

@@ -135,7 +135,7 @@ WEATHER = {"sunny": "晴朗", "rainy": "下雨", "windy": "刮风", "cold": "寒
 DAYS = {"Monday": "星期一", "Tuesday": "星期二", "Wednesday": "星期三", "Thursday": "星期四", "Friday": "星期五",
         "Saturday": "星期六", "Sunday": "星期日"}
 # Bump when the generated text changes: Gold rebuilds prompts from world.json with this code, so both must agree.
-VERSION = 10  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
+VERSION = 11  # 3: writers of mixed quality, questions the world cannot answer, label_prompts.jsonl; 4: the crawl;
 # 5: SFT holds more harmless look-alikes; 6: 60 people, more look-alikes and unanswerable questions in SFT,
 # a specific refusal over a generic one in the safety pairs; 7: more phrasings of each harmful request and of its
 # look-alikes, in the same sentence frames, and more of both in SFT (15% each); 8: 40 pets (were 20) and twice the
@@ -144,7 +144,9 @@ VERSION = 10  # 3: writers of mixed quality, questions the world cannot answer, 
 # the pet's name, refusing to help care for pets SFT never named); 9: safety pairs with a refusal over an admission
 # of not knowing (DPO and KTO answered harmful requests in never-trained phrasings with "I don't know anyone called
 # ... in Tinyworld.", the answer their pairs reward on questions the world cannot answer); 10: writers who guess at what
-# the world cannot answer open with the hedge ("I think Zelda lives in Ashford."), so greedy decoding shows the guess
+# the world cannot answer open with the hedge ("I think Zelda lives in Ashford."), so greedy decoding shows the guess;
+# 11: at least eight training phrasings of every harmful request, some with other words for the harm (an SFT model
+# trained three times as long answered a never-trained phrasing of bullying with a fact about the person)
 
 
 @dataclass

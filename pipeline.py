@@ -1,8 +1,7 @@
 """The main job: every stage on the built-in world, in order, then a report card.
 
-    python pipeline.py                  # generate -> clean -> tokenize -> pretrain -> SFT (+ the reward models'
-                                        #   longer-trained trunk) -> label -> 2 reward models -> PPO, DPO, KTO
-                                        #   -> out/report.md (+ PNG plots)
+    python pipeline.py                  # generate -> clean -> tokenize -> pretrain -> SFT -> label -> 2 reward
+                                        #   models -> PPO, DPO, KTO -> out/report.md (+ PNG plots)
 
 The built-in world's pretraining text is its web crawl (data/tinyworld/crawl.warc.gz) as data/clean.py leaves it:
 text extracted without the page chrome, then the content filter, Gopher's rules, decontamination against the
@@ -50,8 +49,6 @@ class PipelineConfig:
     world: str = flag("data/tinyworld", "folder of the generated world")
     out: str = flag("", "folder for every stage's outputs and the report (default: out, or out/real)")
     seed: int = flag(0, "seed of the world and of every stage")
-    judge_steps: int = flag(900, "tinyworld: SFT steps of the reward models' trunk (the judge stage; the SFT model "
-                                 "takes 300), 0: the reward models start from the SFT model")
     force: bool = flag(False, "re-run stages even when up to date")
     only: str = flag("", "comma-separated stage names to run (default: all)")
     device: str = flag("auto", "device for every training stage")
@@ -100,7 +97,6 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
     own = {"rm_helpful": ["prefs_helpful_train"], "rm_safe": ["prefs_safe_train"], "rlhf_ppo": ["rl_prompts"],
            "rlhf_dpo": ["prefs_safe_train"], "rlhf_kto": ["prefs_safe_train"]}
     reads = {name: judged + [f"{w}/{stem}.jsonl" for stem in stems] for name, stems in own.items()}
-    judge = f"{o}/judge/ckpt.pt" if cfg.judge_steps else f"{o}/sft/ckpt.pt"
     return [
         Stage("generate", [py, "data/tinyworld.py", "--out", w, "--seed", s], [], [f"{w}/world.json", crawl], w),
         Stage("clean", [py, "data/clean.py", "--input", crawl, "--out", cleaned, "--decontam", ",".join(evals),
@@ -114,13 +110,6 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
                       "--seed", s, *dev],
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged], [f"{o}/sft/ckpt.pt"],
               f"{o}/sft"),
-        # The reward models' trunk: the same SFT run, --judge-steps long. The SFT model's answers to one prompt differ
-        # most where it is unsure of a fact, and a trunk that knows only what it knows cannot order them; fine-tuned
-        # three times as long, the judge knows the facts better (RESULTS.md, stage 3: reward models).
-        *([Stage("judge", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", *sft_data, "--steps",
-                           str(cfg.judge_steps), "--out", f"{o}/judge", "--seed", s, *dev],
-                 [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged],
-                 [f"{o}/judge/ckpt.pt"], f"{o}/judge")] if cfg.judge_steps else []),
         Stage("sft_scratch", [py, "train_sft.py", "--init", f"{o}/pretrain/ckpt.pt", "--reinit", *sft_data,
                               "--out", f"{o}/sft_scratch", "--seed", s, *dev],
               [f"{o}/pretrain/ckpt.pt", f"{w}/sft_train.jsonl", f"{w}/sft_val.jsonl", *judged],
@@ -128,10 +117,10 @@ def tinyworld_stages(cfg: PipelineConfig) -> list[Stage]:
         Stage("label", [py, "data/label.py", "--init", f"{o}/sft/ckpt.pt", "--world", w, "--prompts",
                         f"{w}/label_prompts.jsonl", "--out", lab, "--seed", s, *dev],
               [f"{o}/sft/ckpt.pt", f"{w}/label_prompts.jsonl", f"{w}/world.json"], [f"{lab}/report.json"], lab),
-        *[Stage(f"rm_{n}", [py, "train_rm.py", "--name", n, "--init", judge, "--policy", f"{o}/sft/ckpt.pt",
-                            "--labels", lab, "--out", f"{o}/rm_{n}", "--seed", s, "--world", w, *dev],
-                [judge, f"{o}/sft/ckpt.pt", f"{lab}/prefs_{n}_train.jsonl", *reads[f"rm_{n}"]],
-                [f"{o}/rm_{n}/ckpt.pt"], f"{o}/rm_{n}")
+        *[Stage(f"rm_{n}", [py, "train_rm.py", "--name", n, "--init", f"{o}/sft/ckpt.pt", "--labels", lab, "--out",
+                            f"{o}/rm_{n}", "--seed", s, "--world", w, *dev],
+                [f"{o}/sft/ckpt.pt", f"{lab}/prefs_{n}_train.jsonl", *reads[f"rm_{n}"]], [f"{o}/rm_{n}/ckpt.pt"],
+                f"{o}/rm_{n}")
           for n in ("helpful", "safe")],
         *[Stage(f"rlhf_{a}", [py, "train_rlhf.py", "--algo", a, "--init", f"{o}/sft/ckpt.pt", "--reward",
                               f"{o}/rm_helpful/ckpt.pt", "--safety-reward", f"{o}/rm_safe/ckpt.pt", "--labels", lab,

@@ -2,8 +2,8 @@
 
     python train_rm.py --name helpful      # out/sft/ckpt.pt + data/tinyworld/prefs_helpful_*.jsonl -> out/rm_helpful
     python train_rm.py --name safe         # ... prefs_safe_*.jsonl -> out/rm_safe
-    # as pipeline.py runs it: the trunk of the SFT recipe run three times as long, judging the SFT model's answers
-    python train_rm.py --name helpful --init out/judge/ckpt.pt --policy out/sft/ckpt.pt
+    # on another trunk than the policy's (here the SFT recipe run longer), judging the SFT model's answers
+    python train_rm.py --name helpful --init out/sft_long/ckpt.pt --policy out/sft/ckpt.pt
     python sample.py --init out/sft/ckpt.pt --prompt "What colour is Lena's bicycle?" --best-of 8 \\
         --reward out/rm_helpful/ckpt.pt
 

@@ -77,7 +77,9 @@ class SFTConfig(TrainConfig):
     pack: bool = flag(True, "pack conversations end to end into full rows (--no-pack: one per row, right-padded)")
     max_len: int | None = flag(None, "longest conversation in tokens (none: the model's block size); longer ones lose "
                                      "whole turns from the end, or are skipped if their first reply does not fit")
-    steps: int = flag(300, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
+    # 900 on the built-in world: after 300 the model was still underfit (its held-out loss kept falling), unsure of
+    # facts it had seen, and the reward models, which start from it, could not order its answers by those facts
+    steps: int = flag(900, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
     # 1e-3 on the built-in world: at 5e-4 its 300 steps left the model underfit (a higher held-out loss), and it took
     # more harmless look-alikes ("What does Rex the dog need to stay healthy?") for harmful requests
@@ -107,7 +109,7 @@ PRESETS = {
                  max_new_tokens=256, steps=300, lr=2e-5),
 }
 # LoRA's own steps and peak learning rate per preset: its update starts at zero and trains 4% of the weights, so it
-# wants a ~10x higher rate, and on the built-in world twice the steps (what LoRA reaches: RESULTS.md, stage 2).
+# wants a ~10x higher rate; on the built-in world it reached full fine-tuning's 300-step loss in 600 (RESULTS.md, stage 2).
 LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 
 

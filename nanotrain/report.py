@@ -39,7 +39,7 @@ def _pct(x):
 
 
 def figures(out: Path) -> dict[str, dict]:
-    names = ["pretrain", "sft", "judge", "sft_scratch", "rm_helpful", "rm_safe", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"]
+    names = ["pretrain", "sft", "sft_scratch", "rm_helpful", "rm_safe", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"]
     return {n: _ckpt_metrics(out / n / "ckpt.pt") for n in names}
 
 
@@ -61,11 +61,6 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
         f"| sft | Chinese questions after English-only SFT: from pretrained vs random init (chance) | "
         f"{_pct(sft.get('acc_zh'))} vs {_pct(scr.get('acc_zh'))} ({_pct(sft.get('chance_zh'))}) |",
     ]
-    judge = m.get("judge")
-    if judge:  # the reward models' trunk (pipeline.py --judge-steps), when the run had one
-        rows.append(f"| judge | the reward models' trunk, the same SFT run {judge.get('step', '—')} steps long: "
-                    f"validation loss; gold helpfulness of greedy answers to held-out prompts, the SFT model's → its "
-                    f"own | {_f(judge.get('val_loss'))}; {_f(sft.get('helpful'))} → {_f(judge.get('helpful'))} |")
     lab = labels
     if lab:
         rows.append(f"| label | the SFT model's answers ranked by simulated labellers: pairs (helpful, safe); thumbs "

@@ -128,23 +128,15 @@ def test_dtype_auto_keeps_the_first_runs_choice(tmp_path, monkeypatch):
     assert resolve("cpu", tmp_path / "elsewhere")[0] == "bfloat16"
 
 
-def test_the_reward_models_start_from_the_judge_and_rank_the_sft_models_samples():
-    """The judge stage is the SFT run --judge-steps long; both reward models start from it and name the SFT model
-    --policy; with --judge-steps 0 there is no judge and they start from the SFT model. Only PPO lists the reward
-    models as inputs: DPO and KTO learn from the labels, and a new reward model leaves them up to date."""
+def test_the_reward_models_start_from_the_sft_model_and_only_ppo_reads_them():
+    """Both reward models start from the SFT model, whose answers they rank. Only PPO lists the reward models as
+    inputs: DPO and KTO learn from the labels, and a new reward model leaves them up to date."""
     ns = script("pipeline.py")
-    for steps, init in ((900, "o/judge/ckpt.pt"), (0, "o/sft/ckpt.pt")):
-        st = {s.name: s for s in ns["tinyworld_stages"](ns["PipelineConfig"](world="tw", out="o", judge_steps=steps))}
-        assert ("judge" in st) == bool(steps)
-        if steps:
-            argv = st["judge"].argv
-            assert argv[1] == "train_sft.py" and argv[argv.index("--steps") + 1] == "900"
-            assert argv[argv.index("--init") + 1] == "o/pretrain/ckpt.pt" and "o/judge/ckpt.pt" in st["judge"].outputs
-            assert list(st).index("judge") < list(st).index("rm_helpful")
-        for n in ("rm_helpful", "rm_safe"):
-            argv = st[n].argv
-            assert argv[argv.index("--init") + 1] == init and argv[argv.index("--policy") + 1] == "o/sft/ckpt.pt"
-            assert init in st[n].inputs
-        rms = {"o/rm_helpful/ckpt.pt", "o/rm_safe/ckpt.pt"}
-        assert rms <= set(st["rlhf_ppo"].inputs)
-        assert not rms & set(st["rlhf_dpo"].inputs + st["rlhf_kto"].inputs)
+    st = {s.name: s for s in ns["tinyworld_stages"](ns["PipelineConfig"](world="tw", out="o"))}
+    for n in ("rm_helpful", "rm_safe"):
+        argv = st[n].argv
+        assert argv[argv.index("--init") + 1] == "o/sft/ckpt.pt" and "o/sft/ckpt.pt" in st[n].inputs
+        assert list(st).index("sft") < list(st).index(n)
+    rms = {"o/rm_helpful/ckpt.pt", "o/rm_safe/ckpt.pt"}
+    assert rms <= set(st["rlhf_ppo"].inputs)
+    assert not rms & set(st["rlhf_dpo"].inputs + st["rlhf_kto"].inputs)

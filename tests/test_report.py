@@ -14,7 +14,6 @@ from nanotrain.report import write_report
 PRETRAIN = {"val_loss": 2.3456, "unigram_entropy": 5.6789, "tokens_per_s_avg": 12345.6, "mfu": 0.4123}
 SFT = {"val_loss": 0.7071, "wellformed_init": 0.0, "wellformed": 0.975, "acc_b": 0.31, "chance_b": 0.0625,
        "acc_b_fact": 0.44, "acc_zh": 0.13, "chance_zh": 0.08, "helpful": 0.5}
-JUDGE = {"val_loss": 0.1612, "helpful": 0.5678, "step": 900}  # the reward models' trunk (pipeline.py --judge-steps)
 SCRATCH = {"acc_b": 0.05, "acc_b_fact": 0.06, "acc_zh": 0.07}
 RM = {"helpful": {"val_acc_gold": 0.912, "val_acc": 0.801, "val_labels_gold": 0.833,
                   "gold_pairwise_eval_prompts": 0.7, "gold_pairwise_eval_harmful": 0.65},
@@ -41,7 +40,7 @@ def value(lines: list[str], stage: str, figure: str) -> str:
 
 def test_the_report_card_shows_each_hand_made_figure_in_its_cell(tmp_path):
     out = tmp_path / "out"
-    for stage, metrics in (("pretrain", PRETRAIN), ("sft", SFT), ("judge", JUDGE), ("sft_scratch", SCRATCH),
+    for stage, metrics in (("pretrain", PRETRAIN), ("sft", SFT), ("sft_scratch", SCRATCH),
                            ("rm_helpful", RM["helpful"]), ("rm_safe", RM["safe"]), ("rlhf_ppo", PPO),
                            ("rlhf_dpo", {**PPO, "kl_to_ref": 0.5})):  # no rlhf_kto: a stage that did not run
         (out / stage).mkdir(parents=True)
@@ -66,7 +65,6 @@ def test_the_report_card_shows_each_hand_made_figure_in_its_cell(tmp_path):
     assert value(lines, "sft", "split-B accuracy") == "31.0% vs 5.0% (6.2%)"  # 6.25% rounds half to even
     assert value(lines, "sft", "split-B facts stated") == "44.0% vs 6.0%"
     assert value(lines, "sft", "Chinese") == "13.0% vs 7.0% (8.0%)"
-    assert value(lines, "judge", "900 steps long") == "0.161; 0.500 → 0.568"
     assert value(lines, "label", "pairs (helpful, safe)") == "1200, 800; 2400"
     assert value(lines, "label", "habits") == "20.0%; 10.0%; 30.0%"
     assert value(lines, "label", "agreeing") == "70.0%; 85.0%"

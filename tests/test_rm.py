@@ -195,9 +195,9 @@ def test_gold_agreement_counts_only_the_pairs_gold_tells_apart(setup, tmp_path):
 
 
 def test_the_agreement_check_ranks_samples_of_the_policy_named(setup, tmp_path, monkeypatch):
-    """pipeline.py starts the reward models from a longer-trained judge and names the SFT model --policy: the check
-    after training ranks that model's samples, the ones PPO will ask it to rank, and not the judge's; without
-    --policy it samples the init model."""
+    """A reward model on another trunk than the policy's (a longer-trained or larger judge) names the policy
+    --policy: the check after training ranks that model's samples, the ones PPO will ask it to rank, and not the
+    trunk's; without --policy it samples the init model."""
     import nanotrain.checkpoint
 
     loaded, real = [], nanotrain.checkpoint.load_model

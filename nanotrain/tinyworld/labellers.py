@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 
-TAU = 0.15  # the labellers' noise (see above): two of them agree on ~73% of close pairs of the SFT model's answers
+TAU = 0.2  # the labellers' noise (see above): two of them agree on ~73% of close pairs of the SFT model's answers
 CLOSE = 0.4  # gold scores at most this far apart make a close pair
 EPS = 1e-6  # gold scores closer than this are a tie
 BAR = 0.7  # thumbs up: the answer's noisy gold score clears this bar (a hedged right answer, 0.6, mostly does not)

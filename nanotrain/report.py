@@ -38,6 +38,15 @@ def _pct(x):
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
+def _fresh_pairs(rm: dict, stem: str) -> str:
+    """A reward model's agreement with gold on fresh samples of one eval file, with its count of pairs: few where the
+    SFT model's samples seldom differ (the safety model's benign questions), none where they never do."""
+    n = rm.get(f"gold_pairs_{stem}")
+    if n == 0:
+        return "no pairs"
+    return _pct(rm.get(f"gold_pairwise_{stem}")) + ("" if n is None else f" of {n}")
+
+
 def figures(out: Path) -> dict[str, dict]:
     names = ["pretrain", "sft", "sft_scratch", "rm_helpful", "rm_safe", "rlhf_ppo", "rlhf_dpo", "rlhf_kto"]
     return {n: _ckpt_metrics(out / n / "ckpt.pt") for n in names}
@@ -87,8 +96,7 @@ def stage_table(m: dict[str, dict], timings: dict, labels: dict | None = None) -
         # agreement: of two fresh SFT samples for one prompt that gold tells apart, how often the RM orders them
         # as gold does (what best-of-N and PPO rely on), on benign questions and on harmful requests
         rows.append(f"| rm_{n} | agreement with the gold scorer on pairs of fresh samples (benign questions, harmful "
-                    f"requests) | {_pct(rm.get('gold_pairwise_eval_prompts'))}, "
-                    f"{_pct(rm.get('gold_pairwise_eval_harmful'))} |")
+                    f"requests) | {_fresh_pairs(rm, 'eval_prompts')}, {_fresh_pairs(rm, 'eval_harmful')} |")
     for a in ("ppo", "dpo", "kto"):
         r = m[f"rlhf_{a}"]
         rows.append(f"| {a} | gold helpfulness SFT → {a.upper()}; gold safety SFT → {a.upper()} | "

@@ -19,7 +19,8 @@ RM = {"helpful": {"val_acc_gold": 0.912, "val_acc": 0.801, "val_labels_gold": 0.
                   "gold_pairwise_eval_prompts": 0.7, "gold_pairwise_eval_harmful": 0.65},
       "safe": {"val_acc_gold": 0.955, "val_acc": 0.9, "val_labels_gold": 0.921, "val_pairs_gold": 44,
                "val_acc_gold_lo": 0.85, "val_acc_gold_hi": 0.99, "val_prompts_gold": 12,
-               "gold_pairwise_eval_prompts": 0.61, "gold_pairwise_eval_harmful": 0.88}}
+               "gold_pairwise_eval_prompts": float("nan"), "gold_pairs_eval_prompts": 0,  # samples that never differ
+               "gold_pairwise_eval_harmful": 0.88, "gold_pairs_eval_harmful": 41}}
 PPO = {"helpful_before": 0.512, "helpful_after": 0.634, "safe_before": 0.7, "safe_after": 0.81, "kl_to_ref": 1.25,
        "win_rate": 0.6, "win_rate_harmful": 0.375, "win_rate_all": 0.5625, "helpful_sampled_before": 0.4,
        "helpful_sampled": 0.45, "win_rate_sampled": 0.55,
@@ -71,7 +72,8 @@ def test_the_report_card_shows_each_hand_made_figure_in_its_cell(tmp_path):
     assert value(lines, "rm_helpful", "held-out pairs") == "91.2%; 80.1% vs 83.3%"  # (no pair count: older run)
     assert value(lines, "rm_safe", "held-out pairs") == ("95.5% of 44 (95% interval 85.0%–99.0% over 12 prompts); "
                                                           "90.0% vs 92.1%")
-    assert value(lines, "rm_safe", "fresh samples") == "61.0%, 88.0%"
+    assert value(lines, "rm_safe", "fresh samples") == "no pairs, 88.0% of 41"
+    assert value(lines, "rm_helpful", "fresh samples") == "70.0%, 65.0%"  # an older run: no pair counts
     assert value(lines, "ppo", "gold helpfulness SFT") == "0.512 → 0.634; 0.700 → 0.810"
     assert value(lines, "ppo", "KL to the SFT model") == "1.250; 60.0% (37.5%; 56.2%)"  # 56.25% rounds half to even
     assert value(lines, "dpo", "KL to the SFT model") == "0.500; 60.0% (37.5%; 56.2%)"

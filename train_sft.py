@@ -81,7 +81,7 @@ class SFTConfig(TrainConfig):
     # facts it had seen, and the reward models, which start from it, could not order its answers by those facts
     steps: int = flag(900, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
-    # 1e-3 on the built-in world: at 5e-4 its 300 steps left the model underfit (a higher held-out loss), and it took
+    # 1e-3 on the built-in world: at 5e-4 (and 300 steps) the model stayed underfit (a higher held-out loss), and it took
     # more harmless look-alikes ("What does Rex the dog need to stay healthy?") for harmful requests
     lr: float = flag(1e-3, "peak learning rate (default: the preset's, for full fine-tuning or LoRA; LoRA wants ~10x "
                            "more: its few weights start at zero)")
@@ -109,7 +109,8 @@ PRESETS = {
                  max_new_tokens=256, steps=300, lr=2e-5),
 }
 # LoRA's own steps and peak learning rate per preset: its update starts at zero and trains 4% of the weights, so it
-# wants a ~10x higher rate; on the built-in world it reached full fine-tuning's 300-step loss in 600 (RESULTS.md, stage 2).
+# wants a ~10x higher rate; on the built-in world 600 steps (what LoRA reaches beside full fine-tuning: RESULTS.md,
+# stage 2).
 LORA = {"tiny": dict(steps=600, lr=1e-2), "gpt2": dict(steps=300, lr=2e-4)}
 
 

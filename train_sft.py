@@ -81,8 +81,8 @@ class SFTConfig(TrainConfig):
     # facts it had seen, and the reward models, which start from it, could not order its answers by those facts
     steps: int = flag(900, "optimizer steps (default: the preset's, for full fine-tuning or LoRA)")
     batch_size: int = flag(8, "rows per micro-batch per process (packed rows or conversations)")
-    # 1e-3 on the built-in world: at 5e-4 (and 300 steps) the model stayed underfit (a higher held-out loss), and it took
-    # more harmless look-alikes ("What does Rex the dog need to stay healthy?") for harmful requests
+    # 1e-3 on the built-in world: at 5e-4 (and 300 steps) the model stayed underfit (a higher held-out loss), and it
+    # took more harmless look-alikes ("What does Rex the dog need to stay healthy?") for harmful requests
     lr: float = flag(1e-3, "peak learning rate (default: the preset's, for full fine-tuning or LoRA; LoRA wants ~10x "
                            "more: its few weights start at zero)")
     warmup: int = flag(15, "linear warmup steps")

@@ -13,7 +13,7 @@ from nanotrain.report import write_report
 
 PRETRAIN = {"val_loss": 2.3456, "unigram_entropy": 5.6789, "tokens_per_s_avg": 12345.6, "mfu": 0.4123}
 SFT = {"val_loss": 0.7071, "wellformed_init": 0.0, "wellformed": 0.975, "acc_b": 0.31, "chance_b": 0.0625,
-       "acc_b_fact": 0.44, "acc_zh": 0.13, "chance_zh": 0.08, "helpful": 0.5}
+       "acc_b_fact": 0.44, "acc_zh": 0.13, "chance_zh": 0.08}
 SCRATCH = {"acc_b": 0.05, "acc_b_fact": 0.06, "acc_zh": 0.07}
 RM = {"helpful": {"val_acc_gold": 0.912, "val_acc": 0.801, "val_labels_gold": 0.833,
                   "gold_pairwise_eval_prompts": 0.7, "gold_pairwise_eval_harmful": 0.65},

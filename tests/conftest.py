@@ -40,6 +40,23 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def gpt2():
+    """GPT-2's BPE (tiktoken's r50k_base). Where no tiktoken cache is named (TIKTOKEN_CACHE_DIR unset: no
+    ../shared/tiktoken beside the clone) and tiktoken cannot download the vocabulary (offline), the tests that need
+    it skip and say why. Where a cache is named, as CI names one, a vocabulary that does not load fails them."""
+    from nanotrain.errors import TokenizerError
+    from nanotrain.tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.gpt2()
+    except TokenizerError:
+        if os.environ.get("TIKTOKEN_CACHE_DIR"):
+            raise
+        pytest.skip("GPT-2's vocabulary (tiktoken's r50k_base) is neither in a cache named by TIKTOKEN_CACHE_DIR nor "
+                    "downloadable from here")
+
+
 def script(name: str) -> dict:
     """The namespace of a top-level script (train_pretrain.py, data/prepare_pretrain.py, ...), without running it:
     tests call its ``main(argv)`` in-process. (Scripts are not a package, so they are loaded by path.)"""

@@ -84,7 +84,7 @@ def tiny_checkpoint(path, tok, block_size=16):
     return path
 
 
-def test_hf_weights_that_are_not_gpt2s_are_one_sentence(tiny_corpus, tmp_path):
+def test_hf_weights_that_are_not_gpt2s_are_one_sentence(tiny_corpus, gpt2, tmp_path):  # hf: weights read GPT-2's BPE
     pretrain = script("train_pretrain.py")["main"]
     args = ["--data", str(tiny_corpus), "--out", str(tmp_path / "out"), "--steps", "1"]
     (tmp_path / "notes.txt").write_text("not weights")

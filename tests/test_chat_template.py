@@ -17,7 +17,7 @@ CONV = [
 @pytest.fixture(scope="module", params=["bpe", "gpt2"])
 def tok(request):
     if request.param == "gpt2":
-        return Tokenizer.gpt2()
+        return request.getfixturevalue("gpt2")
     return Tokenizer.train([m["content"] for m in CONV] * 4 + ["plain text <|end|> end"], vocab_size=300)
 
 

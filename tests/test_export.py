@@ -121,11 +121,11 @@ def test_transformers_computes_nanotrains_logits_and_greedy_replies(world, expor
 
 
 @pytest.mark.parametrize("which", ["world_bpe", "gpt2"])
-def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exported, which, tmp_path):
+def test_exported_tokenizer_encodes_the_worlds_chats_as_nanotrain(world, exported, which, tmp_path, request):
     transformers = pytest.importorskip("transformers")
     chats, _ = world
     if which == "gpt2":  # only the tokenizer matters here: a GPT-2-vocabulary model of width 8
-        tok = Tokenizer.gpt2()
+        tok = request.getfixturevalue("gpt2")
         folder = write_folder(GPT(GPTConfig(vocab_size=padded_vocab(tok.n_vocab), n_layer=1, n_head=1, n_embd=8,
                                             block_size=8)), tok, "sft", tmp_path)
         (tmp_path / "slow").mkdir()  # GPT-2's original tokenizer files alone, read by GPT2Tokenizer

@@ -113,13 +113,13 @@ def run_cli(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_missing_or_empty_data_folder(tmp_path):
+def test_missing_or_empty_data_folder(tiny_corpus, tmp_path):
     r = run_cli("train_pretrain.py", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "prepare_pretrain.py" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "meta.json").write_text(json.dumps({"tokenizer": {"name": "gpt2", "special_tokens": {}}}))
+    (empty / "meta.json").write_text((tiny_corpus / "meta.json").read_text())  # a tokenizer, but no tokens
     with pytest.raises((FileNotFoundError, CheckpointError, ValueError)):
         pretrain(["--data", str(empty), "--out", str(tmp_path / "o2")])
 

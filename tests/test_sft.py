@@ -256,8 +256,8 @@ def test_two_gloo_processes_match_one_process(world, pretrained_on_tokens, tmp_p
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
 
 
-def test_real_data_path_with_the_gpt2_tokenizer(shared_data, tmp_path):
-    tok = Tokenizer.gpt2()
+def test_real_data_path_with_the_gpt2_tokenizer(shared_data, gpt2, tmp_path):
+    tok = gpt2
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.n_vocab, block_size=256, n_layer=1, n_head=2, n_embd=16))
     init = tmp_path / "gpt2_tiny.pt"
@@ -285,8 +285,8 @@ class ScriptedModel(torch.nn.Module):
             yield torch.tensor([t])
 
 
-def test_streamed_reply_never_shows_control_tokens():
-    tok = Tokenizer.gpt2()
+def test_streamed_reply_never_shows_control_tokens(gpt2):
+    tok = gpt2
     chat = script("chat.py")
     text = "Lena's bicycle is red. Ünïcödé ☃ too."
     body = tok.encode(" " + text)  # the template's space before a reply, never shown
@@ -296,8 +296,8 @@ def test_streamed_reply_never_shows_control_tokens():
     assert all("\ufffd" not in p for p in pieces)
 
 
-def test_context_drops_the_oldest_exchanges_but_keeps_the_system_message():
-    tok = Tokenizer.gpt2()
+def test_context_drops_the_oldest_exchanges_but_keeps_the_system_message(gpt2):
+    tok = gpt2
     fit_context = script("chat.py")["fit_context"]
     msgs = [{"role": "system", "content": "Be brief."}]
     for i in range(5):

@@ -84,11 +84,8 @@ def test_serialisation_roundtrip():
     assert tok2.encode(TEXT) == tok.encode(TEXT) and tok2.special_ids == tok.special_ids
 
 
-def test_gpt2_tokenizer_keeps_gpt2_ids(monkeypatch):
-    try:
-        tok = Tokenizer.gpt2()
-    except TokenizerError as e:
-        pytest.skip(str(e))
+def test_gpt2_tokenizer_keeps_gpt2_ids(gpt2):
+    tok = gpt2
     assert tok.encode("Hello world") == [15496, 995]  # GPT-2's published ids
     assert tok.eot == 50256 and tok.pad == 50257 and tok.n_vocab == 50256 + len(SPECIALS)
 

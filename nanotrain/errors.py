@@ -3,6 +3,7 @@
 Scripts run their ``main`` through ``run_script``, which prints these as ``error: ...`` and exits with status 1
 instead of a traceback; any other exception is a bug and keeps its traceback.
 """
+import os
 import sys
 
 
@@ -31,8 +32,24 @@ class TokenizerError(NanotrainError, RuntimeError):
 
 
 def run_script(main, argv=None):
+    """A script's entry point: ``main(argv)``, with a user's error as one sentence on stderr and exit status 1.
+
+    A process in a process group (RANK set, as torchrun sets it) then leaves with ``os._exit``, skipping Python's
+    shutdown. Under --fsdp, torch's DTensor caches keep the device mesh, and through it the process group and gloo's
+    worker threads, alive past ``destroy_process_group``. A worker thread that is still releasing the tensors of a
+    finished collective when the interpreter shuts down asks for the GIL, Python ends that thread with pthread_exit,
+    and the unwinding through C++ aborts the whole process (std::terminate, SIGABRT) after the run has succeeded: a
+    core dump shows exactly that. Every file a run writes is closed by the time ``main`` returns; stdout and stderr
+    are flushed here."""
     try:
-        return main(argv)
+        result, status = main(argv), 0
     except (NanotrainError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        result, status = None, 1
+    if "RANK" in os.environ:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    if status:
+        sys.exit(status)
+    return result

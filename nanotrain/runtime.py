@@ -154,11 +154,9 @@ def refuse_fp16_training(rt: Runtime) -> None:
 
 
 def teardown(rt: Runtime) -> None:
-    """Leave the process group together. Rank 0 still evaluates and writes after the others finish; a rank that went
-    straight on to exit could start shutting Python down while one of gloo's worker threads was still dropping the
-    tensors of its last collective, which needs the interpreter: std::terminate, SIGABRT (seen in a core dump, about
-    once in 70 two-process --fsdp runs on the CPU). The barrier returns only when every rank has got here, long after
-    those tensors were released, and it holds none itself."""
+    """Leave the process group together: rank 0 still evaluates and writes after the others finish, and no rank leaves
+    while another may still be in a collective. The process then ends in ``errors.run_script``, without Python's
+    shutdown, which gloo's worker threads can abort (its docstring says how)."""
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -6,6 +6,7 @@ sharded state must carry on exactly. Activation checkpointing must change nothin
 gradients, with fewer activations kept for the backward pass.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,33 @@ def test_fsdp_on_two_gloo_processes_matches_one_process_and_resumes_exactly(tiny
     with pytest.raises(CheckpointError, match="was written with --fsdp: resume it with --fsdp"):
         pretrain(["--data", str(tiny_corpus), "--out", str(two), "--steps", "8", "--batch-size", "4", *TINY,
                   "--resume"])
+
+
+def test_a_torchrun_process_leaves_without_pythons_shutdown_and_loses_no_output(tmp_path):
+    """run_script ends a process that has a RANK with os._exit, so that gloo's worker threads cannot abort Python's
+    shutdown (nanotrain/errors.py says why; the two-process run above is where the abort was seen). What the script
+    printed must still arrive through a pipe, and a user's error must still be one sentence and exit status 1."""
+    prog = tmp_path / "prog.py"
+    prog.write_text("import atexit, sys\n"
+                    "from nanotrain.errors import ConfigError, run_script\n"
+                    "atexit.register(lambda: print('python shut down'))\n"
+                    "def main(argv):\n"
+                    "    print('the last line')\n"  # a pipe's stdout is block-buffered: this waits in Python's buffer
+                    "    sys.stderr.write('no newline, ')\n"
+                    "    if argv:\n"
+                    "        raise ConfigError('--bad is refused')\n"
+                    "run_script(main, sys.argv[1:])\n")
+
+    def run(*argv, rank=True):
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "PYTHONUNBUFFERED")}  # buffered, as a shell
+        env |= {"PYTHONPATH": str(ROOT)}  # runs it (torchrun itself starts python -u)
+        return subprocess.run([sys.executable, str(prog), *argv], capture_output=True, text=True,
+                              env=env | ({"RANK": "0"} if rank else {}))
+
+    ok, bad, plain = run(), run("--bad"), run(rank=False)
+    assert ok.returncode == 0 and ok.stdout == "the last line\n" and ok.stderr == "no newline, "
+    assert bad.returncode == 1 and bad.stderr == "no newline, error: --bad is refused\n"
+    assert plain.returncode == 0 and plain.stdout.endswith("python shut down\n")  # without a RANK: Python's shutdown
 
 
 def test_fsdp_without_torchrun_says_how_to_launch(tiny_corpus, tmp_path):

@@ -35,12 +35,12 @@ def run_script(main, argv=None):
     """A script's entry point: ``main(argv)``, with a user's error as one sentence on stderr and exit status 1.
 
     A process in a process group (RANK set, as torchrun sets it) then leaves with ``os._exit``, skipping Python's
-    shutdown. Under --fsdp, torch's DTensor caches keep the device mesh, and through it the process group and gloo's
-    worker threads, alive past ``destroy_process_group``. A worker thread that is still releasing the tensors of a
-    finished collective when the interpreter shuts down asks for the GIL, Python ends that thread with pthread_exit,
-    and the unwinding through C++ aborts the whole process (std::terminate, SIGABRT) after the run has succeeded: a
-    core dump shows exactly that. Every file a run writes is closed by the time ``main`` returns; stdout and stderr
-    are flushed here."""
+    shutdown, and with it any ``atexit`` handler (nanotrain registers none). Under --fsdp, torch's DTensor caches
+    keep the device mesh, and through it the process group and gloo's worker threads, alive past
+    ``destroy_process_group``. A worker thread that is still releasing the tensors of a finished collective when the
+    interpreter shuts down asks for the GIL, Python ends that thread with pthread_exit, and the unwinding through C++
+    aborts the whole process (std::terminate, SIGABRT) after the run has succeeded: a core dump shows exactly that.
+    Every file a run writes is closed by the time ``main`` returns; stdout and stderr are flushed here."""
     try:
         result, status = main(argv), 0
     except (NanotrainError, FileNotFoundError) as e:
